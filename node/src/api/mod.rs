@@ -1,0 +1,172 @@
+//! The HTTP RPC API: Kubo's `/api/v0` wire format plus sensornet's `reading/*` routes.
+
+pub mod client;
+pub mod error;
+mod kubo;
+mod readings;
+
+use std::collections::HashMap;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{post, MethodRouter};
+use axum::Router;
+
+use crate::metrics::RouteLabel;
+use crate::node::Node;
+pub use error::ApiError;
+
+/// Largest request body: a 1 MiB block plus multipart framing.
+pub const MAX_BODY: usize = (1 << 20) + 64 * 1024;
+
+/// Query-string arguments (`arg` may repeat).
+#[derive(Debug, Default)]
+pub struct Args(HashMap<String, Vec<String>>);
+
+impl Args {
+    /// Parses a raw query string.
+    pub fn parse(q: Option<&str>) -> Args {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+            m.entry(k.into_owned()).or_default().push(v.into_owned());
+        }
+        Args(m)
+    }
+    /// First value of a key.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).and_then(|v| v.first()).map(String::as_str)
+    }
+    /// A required key.
+    pub fn require(&self, k: &str) -> Result<&str, ApiError> {
+        self.get(k)
+            .ok_or_else(|| ApiError::bad(format!("argument \"{k}\" is required")))
+    }
+    /// A parsed optional key.
+    pub fn parsed<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, ApiError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.get(k)
+            .map(|v| {
+                v.parse::<T>()
+                    .map_err(|e| ApiError::bad(format!("argument \"{k}\" ({v:?}): {e}")))
+            })
+            .transpose()
+    }
+    /// A boolean flag (`true`/`1`/present without value).
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("" | "true" | "1"))
+    }
+}
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The node.
+    pub node: Node,
+    /// Required bearer token, if any.
+    pub token: Option<String>,
+}
+
+/// POST only, as Kubo: any other method is a 405 in Kubo's error shape.
+fn rpc<H, T>(handler: H) -> MethodRouter<ApiState>
+where
+    H: axum::handler::Handler<T, ApiState>,
+    T: 'static,
+{
+    post(handler).fallback(|| async {
+        ApiError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: "405 - Method Not Allowed: the RPC API takes POST only".into(),
+        }
+    })
+}
+
+/// The whole router; tests can drive it without a socket.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v0/id", rpc(kubo::id))
+        .route("/api/v0/version", rpc(kubo::version))
+        .route("/api/v0/swarm/peers", rpc(kubo::swarm_peers))
+        .route("/api/v0/swarm/connect", rpc(kubo::swarm_connect))
+        .route("/api/v0/pubsub/pub", rpc(kubo::pubsub_pub))
+        .route("/api/v0/pubsub/sub", rpc(kubo::pubsub_sub))
+        .route("/api/v0/pubsub/ls", rpc(kubo::pubsub_ls))
+        .route("/api/v0/pubsub/peers", rpc(kubo::pubsub_peers))
+        .route("/api/v0/block/get", rpc(kubo::block_get))
+        .route("/api/v0/block/put", rpc(kubo::block_put))
+        .route("/api/v0/block/stat", rpc(kubo::block_stat))
+        .route("/api/v0/dag/get", rpc(kubo::dag_get))
+        .route("/api/v0/dag/put", rpc(kubo::dag_put))
+        .route("/api/v0/reading/pub", rpc(readings::publish))
+        .route("/api/v0/reading/history", rpc(readings::history))
+        .route("/api/v0/reading/sub", rpc(readings::subscribe))
+        .route("/api/v0/reading/heads", rpc(readings::heads))
+        .fallback(|| async {
+            ApiError::not_found(
+                "404 page not found: see `node --help` or docs/api.md for the routes",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn count(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let resp = next.run(req).await;
+    s.node
+        .metrics
+        .api_requests
+        .get_or_create(&RouteLabel {
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// Bearer-token check (Kubo's `API.Authorizations` idea): 401 without, 403 with a wrong one.
+async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "this API requires a token: send \"Authorization: Bearer <token>\" (node --api-token)".into(),
+        }
+        .into_response(),
+        Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "the API token is wrong".into(),
+        }
+        .into_response(),
+        Some(_) => next.run(req).await,
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Headers of a Kubo stream.
+pub fn stream_headers() -> [(header::HeaderName, &'static str); 3] {
+    [
+        (header::CONTENT_TYPE, "application/json"),
+        (header::HeaderName::from_static("x-chunked-output"), "1"),
+        (header::TRAILER, "X-Stream-Error"),
+    ]
+}

@@ -1,0 +1,173 @@
+//! sensornet's own routes: publish a reading, read history, follow a topic, list heads.
+
+use std::collections::HashSet;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{stream_headers, ApiError, ApiState, Args};
+use crate::bus::Delivery;
+use crate::node::{now_ms, NewReading};
+use crate::reading::{canonical_topic, Reading};
+
+/// A reading as the API shows it.
+pub fn reading_json(cid: &cid::Cid, r: &Reading, backfilled: bool) -> Value {
+    let mut v = json!({
+        "cid": cid.to_string(),
+        "topic": r.topic,
+        "source": r.source,
+        "seq": r.seq,
+        "time": r.time,
+        "value": r.value,
+        "unit": r.unit,
+        "prev": r.prev.map(|p| p.to_string()),
+        "backfilled": backfilled,
+        "delay_ms": now_ms().saturating_sub(r.time),
+    });
+    if let Some(aqi) = r.aqi {
+        v["aqi"] = json!(aqi);
+    }
+    v
+}
+
+fn since_ms(args: &Args) -> Result<Option<u64>, ApiError> {
+    args.get("since")
+        .map(|s| {
+            humantime::parse_duration(s)
+                .map(|d| now_ms().saturating_sub(d.as_millis() as u64))
+                .map_err(|e| ApiError::bad(format!("since {s:?}: {e}; use e.g. 10m, 2h, 7days")))
+        })
+        .transpose()
+}
+
+/// `reading/pub?topic=&value=[&unit=][&source=][&time=][&aqi=]`: answers once durable.
+pub async fn publish(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let a = Args::parse(q.as_deref());
+    let new = NewReading {
+        topic: a.require("topic")?.to_string(),
+        value: a
+            .parsed::<f64>("value")?
+            .ok_or_else(|| ApiError::bad("argument \"value\" is required"))?,
+        unit: a.get("unit").map(str::to_string),
+        source: a.get("source").map(str::to_string),
+        time: a.parsed("time")?,
+        aqi: a.parsed("aqi")?,
+    };
+    let (cid, r) = s.node.publish_reading(new).await?;
+    Ok(Json(json!({
+        "Cid": cid.to_string(), "Topic": r.topic, "Source": r.source, "Seq": r.seq,
+        "Time": r.time, "Value": r.value, "Unit": r.unit,
+    })))
+}
+
+/// `reading/history?topic=[&since=][&limit=]`: JSON lines, oldest first.
+pub async fn history(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let a = Args::parse(q.as_deref());
+    let topic = canonical_topic(a.require("topic")?).to_string();
+    let since = since_ms(&a)?.unwrap_or(0);
+    let limit = a.parsed::<usize>("limit")?.unwrap_or(usize::MAX);
+    let store = s.node.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.history(&topic, since, limit))
+        .await
+        .map_err(ApiError::internal)??;
+    let mut body = String::new();
+    for r in rows {
+        body.push_str(&reading_json(&r.cid, &r.reading, false).to_string());
+        body.push('\n');
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
+}
+
+/// `reading/heads[?topic=]`: the head of every source.
+pub async fn heads(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let a = Args::parse(q.as_deref());
+    let topics: Vec<String> = a
+        .get("topic")
+        .map(|t| vec![canonical_topic(t).to_string()])
+        .unwrap_or_default();
+    let heads = s.node.store.heads(&topics)?;
+    Ok(Json(json!({"Heads": heads.iter().map(|h| json!({
+        "topic": h.topic, "source": h.source, "seq": h.seq, "cid": h.cid.to_string()
+    })).collect::<Vec<_>>()})))
+}
+
+/// `reading/sub?topic=[&since=]`: replays history since then, then follows live.
+pub async fn subscribe(
+    State(s): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let a = Args::parse(q.as_deref());
+    let topic = canonical_topic(a.require("topic")?).to_string();
+    let since = since_ms(&a)?;
+    let node = s.node.clone();
+    node.net.subscribe(&topic).await;
+    // Subscribe before reading history so nothing falls between the two.
+    let mut rx = node.bus.subscribe(&topic);
+    let label = crate::metrics::Metrics::topic(&topic);
+    node.metrics.subscribers.get_or_create(&label).inc();
+    let replay = match since {
+        Some(since) => {
+            let store = node.store.clone();
+            let t = topic.clone();
+            tokio::task::spawn_blocking(move || store.history(&t, since, usize::MAX))
+                .await
+                .map_err(ApiError::internal)??
+        }
+        None => Vec::new(),
+    };
+    let guard = SubscriberGuard(node.clone(), label);
+    let stream = async_stream::stream! {
+        let _guard = guard;
+        let mut seen: HashSet<cid::Cid> = HashSet::new();
+        // An empty first line makes proxies and clients see the stream open at once.
+        yield Ok::<_, std::convert::Infallible>(String::new());
+        for r in replay {
+            seen.insert(r.cid);
+            yield Ok(format!("{}\n", reading_json(&r.cid, &r.reading, true)));
+        }
+        loop {
+            match rx.recv().await {
+                Ok(d) => {
+                    if let Delivery::Reading { cid, reading, backfilled, .. } = d.as_ref() {
+                        if !seen.is_empty() && seen.remove(cid) {
+                            continue;
+                        }
+                        yield Ok(format!("{}\n", reading_json(cid, reading, *backfilled)));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(topic = %_guard.1.topic, dropped = n, "slow subscriber; dropped readings (they stay in the store: use `node history`)");
+                    _guard.0.metrics.subscriber_dropped.get_or_create(&_guard.1).inc_by(n);
+                    yield Ok(format!("{}\n", json!({"dropped": n})));
+                }
+                Err(_) => break,
+            }
+        }
+    };
+    Ok((stream_headers(), Body::from_stream(stream)).into_response())
+}
+
+/// Keeps the subscriber gauge right however the stream ends.
+pub(super) struct SubscriberGuard(pub crate::node::Node, pub crate::metrics::TopicLabel);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.metrics.subscribers.get_or_create(&self.1).dec();
+    }
+}

@@ -1,0 +1,330 @@
+//! One Prometheus registry (shared with libp2p-metrics) holding sensornet's own metrics.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// `{topic}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// Canonical topic.
+    pub topic: String,
+}
+
+/// `{topic, reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabel {
+    /// Topic of the message.
+    pub topic: String,
+    /// Short reason (`not-cbor`, `bad-reading`, `wrong-topic`, `bad-cid`, ...).
+    pub reason: String,
+}
+
+/// `{topic, source}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// Topic.
+    pub topic: String,
+    /// Sensor id.
+    pub source: String,
+}
+
+/// `{route, status}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// API route such as `/api/v0/pubsub/pub`.
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+fn delay_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+    ])
+}
+
+/// Every sensornet metric; see docs/observability.md for what each means.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Readings published through this node.
+    pub published: Family<TopicLabel, Counter>,
+    /// Readings received from peers (gossip or catch-up).
+    pub received: Family<TopicLabel, Counter>,
+    /// Readings delivered to local subscribers and the index.
+    pub delivered: Family<TopicLabel, Counter>,
+    /// Messages refused, by reason.
+    pub rejected: Family<RejectLabel, Counter>,
+    /// Reading time → local delivery.
+    pub delay: Family<TopicLabel, Histogram, fn() -> Histogram>,
+    /// Latest value per source.
+    pub last_value: Family<SourceLabel, Gauge<f64, AtomicU64>>,
+    /// Latest reading time per source (unix seconds).
+    pub last_seen: Family<SourceLabel, Gauge<f64, AtomicU64>>,
+    /// Blocks in the store.
+    pub store_blocks: Gauge,
+    /// Bytes in the store index.
+    pub store_bytes: Gauge,
+    /// Free bytes on the store's file system.
+    pub disk_free: Gauge,
+    /// Size of the store's file system.
+    pub disk_total: Gauge,
+    /// Blocks fetched from peers.
+    pub catchup_fetched: Counter,
+    /// Readings known to exist but not yet fetched.
+    pub catchup_lag: Gauge,
+    /// Chains given up on because no peer had the block.
+    pub catchup_gaps: Counter,
+    /// Fetched blocks that did not hash to their CID.
+    pub bad_blocks: Counter,
+    /// 1 once the initial catch-up is done.
+    pub ready: Gauge,
+    /// Connected peers.
+    pub peers: Gauge,
+    /// Local subscribers per topic.
+    pub subscribers: Family<TopicLabel, Gauge>,
+    /// Readings dropped for a slow local subscriber.
+    pub subscriber_dropped: Family<TopicLabel, Counter>,
+    /// API requests.
+    pub api_requests: Family<RouteLabel, Counter>,
+}
+
+impl Metrics {
+    /// Registers everything under the `sensornet` prefix.
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let m = Metrics {
+            published: Default::default(),
+            received: Default::default(),
+            delivered: Default::default(),
+            rejected: Default::default(),
+            delay: Family::new_with_constructor(delay_histogram),
+            last_value: Default::default(),
+            last_seen: Default::default(),
+            store_blocks: Default::default(),
+            store_bytes: Default::default(),
+            disk_free: Default::default(),
+            disk_total: Default::default(),
+            catchup_fetched: Default::default(),
+            catchup_lag: Default::default(),
+            catchup_gaps: Default::default(),
+            bad_blocks: Default::default(),
+            ready: Default::default(),
+            peers: Default::default(),
+            subscribers: Default::default(),
+            subscriber_dropped: Default::default(),
+            api_requests: Default::default(),
+        };
+        let r = registry.sub_registry_with_prefix("sensornet");
+        r.register(
+            "readings_published",
+            "Readings published through this node",
+            m.published.clone(),
+        );
+        r.register(
+            "readings_received",
+            "Readings received from peers",
+            m.received.clone(),
+        );
+        r.register(
+            "readings_delivered",
+            "Readings delivered locally",
+            m.delivered.clone(),
+        );
+        r.register(
+            "readings_rejected",
+            "Messages refused, by reason",
+            m.rejected.clone(),
+        );
+        r.register(
+            "delivery_delay_seconds",
+            "Reading time to local delivery",
+            m.delay.clone(),
+        );
+        r.register(
+            "source_last_value",
+            "Latest value per source",
+            m.last_value.clone(),
+        );
+        r.register(
+            "source_last_seen_timestamp_seconds",
+            "Time of the latest reading per source",
+            m.last_seen.clone(),
+        );
+        r.register(
+            "store_blocks",
+            "Blocks in the store",
+            m.store_blocks.clone(),
+        );
+        r.register(
+            "store_bytes",
+            "Bytes of readings in the store",
+            m.store_bytes.clone(),
+        );
+        r.register(
+            "disk_free_bytes",
+            "Free bytes on the store's file system",
+            m.disk_free.clone(),
+        );
+        r.register(
+            "disk_total_bytes",
+            "Size of the store's file system",
+            m.disk_total.clone(),
+        );
+        r.register(
+            "catchup_blocks_fetched",
+            "Blocks fetched from peers",
+            m.catchup_fetched.clone(),
+        );
+        r.register(
+            "catchup_lag_blocks",
+            "Readings known but not yet fetched",
+            m.catchup_lag.clone(),
+        );
+        r.register(
+            "catchup_gaps",
+            "Chains abandoned: no peer had the block",
+            m.catchup_gaps.clone(),
+        );
+        r.register(
+            "catchup_bad_blocks",
+            "Fetched blocks that did not hash to their CID",
+            m.bad_blocks.clone(),
+        );
+        r.register(
+            "ready",
+            "1 once the initial catch-up is done",
+            m.ready.clone(),
+        );
+        r.register("peers", "Connected peers", m.peers.clone());
+        r.register(
+            "subscribers",
+            "Local subscribers per topic",
+            m.subscribers.clone(),
+        );
+        r.register(
+            "subscriber_dropped",
+            "Readings dropped for a slow subscriber",
+            m.subscriber_dropped.clone(),
+        );
+        r.register(
+            "api_requests",
+            "API requests by route and status",
+            m.api_requests.clone(),
+        );
+        registry.register_collector(Box::new(ProcessCollector));
+        m
+    }
+
+    /// Counts a rejected message.
+    pub fn reject(&self, topic: &str, reason: &str) {
+        self.rejected
+            .get_or_create(&RejectLabel {
+                topic: topic.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Label for a topic.
+    pub fn topic(topic: &str) -> TopicLabel {
+        TopicLabel {
+            topic: topic.to_string(),
+        }
+    }
+}
+
+/// `process_*` metrics read from /proc at scrape time, with the names Prometheus clients use.
+#[derive(Debug)]
+struct ProcessCollector;
+
+/// (cpu seconds, resident bytes, start time unix seconds) of this process.
+pub fn process_stats() -> Option<(f64, u64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; see proc(5).
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ is 100 on every Linux platform Rust targets.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    let start_ticks: f64 = f.get(19)?.parse().ok()?;
+    let rss_pages: u64 = f.get(21)?.parse().ok()?;
+    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
+    let uptime: f64 = uptime.split_whitespace().next()?.parse().ok()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let start = now - uptime + start_ticks / ticks;
+    Some(((utime + stime) / ticks, rss_pages * 4096, start))
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let Some((cpu, rss, start)) = process_stats() else {
+            return Ok(());
+        };
+        let c = ConstCounter::new(cpu);
+        c.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time spent",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            c.metric_type(),
+        )?)?;
+        let g = ConstGauge::new(rss as i64);
+        g.encode(encoder.encode_descriptor(
+            "process_resident_memory",
+            "Resident memory size",
+            Some(&prometheus_client::registry::Unit::Bytes),
+            g.metric_type(),
+        )?)?;
+        let s = ConstGauge::new(start);
+        s.encode(encoder.encode_descriptor(
+            "process_start_time",
+            "Start time since the unix epoch",
+            Some(&prometheus_client::registry::Unit::Seconds),
+            s.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_with_contract_names() {
+        let mut reg = Registry::default();
+        let m = Metrics::register(&mut reg);
+        m.published
+            .get_or_create(&Metrics::topic("temperature"))
+            .inc();
+        m.delay
+            .get_or_create(&Metrics::topic("temperature"))
+            .observe(0.01);
+        m.reject("temperature", "not-cbor");
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        for name in [
+            "sensornet_readings_published_total{topic=\"temperature\"} 1",
+            "sensornet_delivery_delay_seconds_bucket",
+            "sensornet_readings_rejected_total{topic=\"temperature\",reason=\"not-cbor\"} 1",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "sensornet_ready 0",
+        ] {
+            assert!(out.contains(name), "{name} missing in\n{out}");
+        }
+    }
+}

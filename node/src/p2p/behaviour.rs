@@ -1,0 +1,151 @@
+//! The composed libp2p behaviour: gossipsub, identify, ping, sync and optional mDNS.
+
+use std::time::Duration;
+
+use libp2p::gossipsub::{
+    self, AllowAllSubscriptionFilter, IdentityTransform, MaxCountSubscriptionFilter, MessageId,
+    PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
+};
+use libp2p::identity::Keypair;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{identify, mdns, ping, request_response, StreamProtocol};
+use prometheus_client::registry::Registry;
+
+use crate::reading::MAX_BLOCK_SIZE;
+use crate::sync::protocol::{SyncRequest, SyncResponse, PROTOCOL};
+
+/// Identify protocol version, as Kubo announces.
+pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
+/// Agent version in identify.
+pub const AGENT_VERSION: &str = concat!("sensornet/", env!("CARGO_PKG_VERSION"));
+/// Topics a single peer may subscribe to before we refuse its subscriptions (a flood of
+/// topics once exhausted Kubo's memory).
+pub const MAX_TOPICS_PER_PEER: usize = 128;
+
+/// The gossipsub flavour: signed, with a per-peer topic cap.
+pub type Gossipsub =
+    gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
+
+/// Every protocol the node speaks.
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    /// Publish/subscribe.
+    pub gossipsub: Gossipsub,
+    /// Exchanges addresses and protocols.
+    pub identify: identify::Behaviour,
+    /// Keeps connections alive and measures latency.
+    pub ping: ping::Behaviour,
+    /// Heads and block-chain fetches.
+    pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
+    /// LAN discovery, only when asked for.
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// go-libp2p-pubsub's default message id: `from ‖ seqno`, so IHAVE/IWANT match in mixed meshes.
+pub fn go_message_id(m: &gossipsub::Message) -> MessageId {
+    let mut id = m.source.map(|p| p.to_bytes()).unwrap_or_default();
+    if let Some(seq) = m.sequence_number {
+        id.extend_from_slice(&seq.to_be_bytes());
+    }
+    MessageId::from(id)
+}
+
+/// Score weights for a sensor topic: invalid messages cost much, silence costs nothing
+/// (a quiet sensor topic must not get honest peers pruned).
+fn topic_score() -> TopicScoreParams {
+    TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_cap: 50.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.5,
+        ..TopicScoreParams::default()
+    }
+}
+
+/// Peer scoring sized for a cluster: many pods share a node IP (and tests share 127.0.0.1),
+/// so IP colocation is not held against them.
+pub fn score_params(topics: &[String]) -> PeerScoreParams {
+    let mut params = PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        ..PeerScoreParams::default()
+    };
+    for t in topics {
+        params
+            .topics
+            .insert(gossipsub::IdentTopic::new(t).hash(), topic_score());
+    }
+    params
+}
+
+impl Behaviour {
+    /// Builds the behaviour; gossipsub metrics go into `registry`.
+    pub fn new(
+        key: &Keypair,
+        topics: &[String],
+        use_mdns: bool,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Behaviour> {
+        let config = gossipsub::ConfigBuilder::default()
+            .heartbeat_interval(Duration::from_millis(700))
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .message_id_fn(go_message_id)
+            // Room for a 1 MiB message plus the envelope (signature, key, topic).
+            .max_transmit_size(MAX_BLOCK_SIZE + 4096)
+            .duplicate_cache_time(Duration::from_secs(120))
+            .build()
+            .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+        let filter = MaxCountSubscriptionFilter {
+            filter: AllowAllSubscriptionFilter {},
+            max_subscribed_topics: MAX_TOPICS_PER_PEER,
+            max_subscriptions_per_request: MAX_TOPICS_PER_PEER,
+        };
+        let mut gossipsub = Gossipsub::new_with_subscription_filter(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            config,
+            filter,
+        )
+        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?
+        .with_metrics(
+            registry.sub_registry_with_prefix("gossipsub"),
+            Default::default(),
+        );
+        gossipsub
+            .with_peer_score(score_params(topics), PeerScoreThresholds::default())
+            .map_err(|e| anyhow::anyhow!("gossipsub scoring: {e}"))?;
+
+        let identify = identify::Behaviour::new(
+            identify::Config::new(PROTOCOL_VERSION.into(), key.public())
+                .with_agent_version(AGENT_VERSION.into()),
+        );
+        let sync = request_response::cbor::Behaviour::new(
+            [(
+                StreamProtocol::new(PROTOCOL),
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(30))
+                .with_max_concurrent_streams(64),
+        );
+        let mdns = if use_mdns {
+            Some(mdns::tokio::Behaviour::new(
+                mdns::Config::default(),
+                key.public().to_peer_id(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Behaviour {
+            gossipsub,
+            identify,
+            ping: ping::Behaviour::new(ping::Config::new()),
+            sync,
+            mdns: mdns.into(),
+        })
+    }
+}

@@ -1,0 +1,477 @@
+//! The swarm task: owns the libp2p `Swarm`, takes commands from a cloneable [`Handle`] over a
+//! bounded channel and hands network events to the node over another.
+
+use std::collections::HashMap;
+
+use futures::StreamExt;
+use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
+use libp2p::metrics::{Metrics as Libp2pMetrics, Recorder};
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::{dial_opts::DialOpts, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, Swarm};
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{Behaviour, BehaviourEvent};
+use crate::sync::protocol::{SyncRequest, SyncResponse};
+
+/// Depth of the command and event channels.
+const CHANNEL: usize = 8192;
+
+/// A gossip message handed to the node for validation.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Gossipsub message id (`from ‖ seqno`).
+    pub id: MessageId,
+    /// The peer that forwarded it to us.
+    pub via: PeerId,
+    /// The original publisher.
+    pub from: Option<PeerId>,
+    /// Publisher's sequence number.
+    pub seqno: Option<u64>,
+    /// Topic string.
+    pub topic: String,
+    /// Payload.
+    pub data: Vec<u8>,
+}
+
+/// What the network tells the node.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A gossip message awaiting validation.
+    Message(Inbound),
+    /// First connection to a peer.
+    Connected(PeerId),
+    /// Last connection to a peer closed.
+    Disconnected(PeerId),
+    /// A peer asks for heads or blocks.
+    SyncRequest {
+        /// Asking peer.
+        peer: PeerId,
+        /// The request.
+        request: SyncRequest,
+        /// Where the answer goes.
+        channel: ResponseChannel<SyncResponse>,
+    },
+}
+
+/// A connected peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// Peer id.
+    pub peer: PeerId,
+    /// Address of the (first) connection.
+    pub addr: Multiaddr,
+    /// Whether we dialed.
+    pub outbound: bool,
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+enum Command {
+    Publish(String, Vec<u8>, Reply<Result<(), String>>),
+    Subscribe(String),
+    Unsubscribe(String),
+    Report(MessageId, PeerId, MessageAcceptance),
+    Dial(Multiaddr, Reply<Result<(), String>>),
+    Peers(Reply<Vec<PeerInfo>>),
+    TopicPeers(Option<String>, Reply<Vec<PeerId>>),
+    Topics(Reply<Vec<String>>),
+    Listening(Reply<Vec<Multiaddr>>),
+    Score(PeerId, Reply<Option<f64>>),
+    Penalize(PeerId),
+    Request(PeerId, SyncRequest, Reply<Result<SyncResponse, String>>),
+    Respond(ResponseChannel<SyncResponse>, SyncResponse),
+    Shutdown(Reply<()>),
+}
+
+/// Cloneable handle to the swarm task.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Command>,
+    /// This node's peer id.
+    pub local: PeerId,
+}
+
+/// The swarm task was gone (the node is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the network task has stopped (is the node shutting down?)")]
+pub struct Stopped;
+
+impl Handle {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Stopped> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.map_err(|_| Stopped)?;
+        rx.await.map_err(|_| Stopped)
+    }
+    async fn tell(&self, c: Command) {
+        let _ = self.tx.send(c).await;
+    }
+
+    /// Publishes on a topic. A topic with no peers yet is not an error: the data is stored and
+    /// peers catch up.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<Result<(), String>, Stopped> {
+        self.ask(|r| Command::Publish(topic.to_string(), data, r))
+            .await
+    }
+    /// Subscribes to a topic.
+    pub async fn subscribe(&self, topic: &str) {
+        self.tell(Command::Subscribe(topic.to_string())).await
+    }
+    /// Unsubscribes from a topic.
+    pub async fn unsubscribe(&self, topic: &str) {
+        self.tell(Command::Unsubscribe(topic.to_string())).await
+    }
+    /// Reports a validation verdict back to gossipsub (accept forwards, reject penalises).
+    pub async fn report(&self, id: MessageId, via: PeerId, verdict: MessageAcceptance) {
+        self.tell(Command::Report(id, via, verdict)).await
+    }
+    /// Dials an address and waits for the connection.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<Result<(), String>, Stopped> {
+        self.ask(|r| Command::Dial(addr, r)).await
+    }
+    /// Connected peers.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Stopped> {
+        self.ask(Command::Peers).await
+    }
+    /// Peers subscribed to a topic (any topic when `None`).
+    pub async fn topic_peers(&self, topic: Option<String>) -> Result<Vec<PeerId>, Stopped> {
+        self.ask(|r| Command::TopicPeers(topic, r)).await
+    }
+    /// Topics we are subscribed to.
+    pub async fn topics(&self) -> Result<Vec<String>, Stopped> {
+        self.ask(Command::Topics).await
+    }
+    /// Our listen addresses.
+    pub async fn listening(&self) -> Result<Vec<Multiaddr>, Stopped> {
+        self.ask(Command::Listening).await
+    }
+    /// A peer's gossipsub score.
+    pub async fn score(&self, peer: PeerId) -> Result<Option<f64>, Stopped> {
+        self.ask(|r| Command::Score(peer, r)).await
+    }
+    /// Blacklists and disconnects a peer that served bad blocks.
+    pub async fn penalize(&self, peer: PeerId) {
+        self.tell(Command::Penalize(peer)).await
+    }
+    /// Sends a sync request and waits for the answer.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        req: SyncRequest,
+    ) -> Result<Result<SyncResponse, String>, Stopped> {
+        self.ask(|r| Command::Request(peer, req, r)).await
+    }
+    /// Answers an inbound sync request.
+    pub async fn respond(&self, channel: ResponseChannel<SyncResponse>, resp: SyncResponse) {
+        self.tell(Command::Respond(channel, resp)).await
+    }
+    /// Leaves the mesh: unsubscribes (so peers prune us at once) and closes connections.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+    }
+}
+
+/// Starts the task on a built swarm already listening; returns the handle and the events.
+pub fn spawn(
+    swarm: Swarm<Behaviour>,
+    metrics: Libp2pMetrics,
+) -> (Handle, mpsc::Receiver<NetEvent>) {
+    let (tx, rx) = mpsc::channel(CHANNEL);
+    let (ev_tx, ev_rx) = mpsc::channel(CHANNEL);
+    let local = *swarm.local_peer_id();
+    let task = Task {
+        swarm,
+        metrics,
+        events: ev_tx,
+        peers: HashMap::new(),
+        dials: HashMap::new(),
+        requests: HashMap::new(),
+        listen_addrs: Vec::new(),
+    };
+    tokio::spawn(task.run(rx));
+    (Handle { tx, local }, ev_rx)
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    metrics: Libp2pMetrics,
+    events: mpsc::Sender<NetEvent>,
+    peers: HashMap<PeerId, PeerInfo>,
+    dials: HashMap<libp2p::swarm::ConnectionId, Reply<Result<(), String>>>,
+    requests: HashMap<OutboundRequestId, Reply<Result<SyncResponse, String>>>,
+    listen_addrs: Vec<Multiaddr>,
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Shutdown(reply)) => {
+                        self.leave();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd),
+                    None => return,
+                },
+                event = self.swarm.select_next_some() => self.event(event),
+            }
+        }
+    }
+
+    fn leave(&mut self) {
+        let topics: Vec<TopicHash> = self.swarm.behaviour().gossipsub.topics().cloned().collect();
+        for t in topics {
+            // Unsubscribing sends the peers an explicit leave before the connections close.
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .gossipsub
+                .unsubscribe(&IdentTopic::new(t.as_str()));
+        }
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        for p in peers {
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let b = self.swarm.behaviour_mut();
+        match cmd {
+            Command::Publish(topic, data, reply) => {
+                let r = match b.gossipsub.publish(IdentTopic::new(topic), data) {
+                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+                    Err(gossipsub::PublishError::Duplicate) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Subscribe(topic) => {
+                if let Err(e) = b.gossipsub.subscribe(&IdentTopic::new(&topic)) {
+                    tracing::warn!(%topic, error = %e, "subscribe failed");
+                }
+            }
+            Command::Unsubscribe(topic) => {
+                b.gossipsub.unsubscribe(&IdentTopic::new(topic));
+            }
+            Command::Report(id, via, verdict) => {
+                b.gossipsub
+                    .report_message_validation_result(&id, &via, verdict);
+            }
+            Command::Dial(addr, reply) => {
+                let opts = DialOpts::unknown_peer_id().address(addr).build();
+                let id = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.dials.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Command::Peers(reply) => {
+                let _ = reply.send(self.peers.values().cloned().collect());
+            }
+            Command::TopicPeers(topic, reply) => {
+                let hash = topic.map(|t| IdentTopic::new(t).hash());
+                let peers = b
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, ts)| hash.as_ref().is_none_or(|h| ts.contains(&h)))
+                    .map(|(p, _)| *p)
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Topics(reply) => {
+                let _ = reply.send(b.gossipsub.topics().map(|t| t.to_string()).collect());
+            }
+            Command::Listening(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::Score(peer, reply) => {
+                let _ = reply.send(b.gossipsub.peer_score(&peer));
+            }
+            Command::Penalize(peer) => {
+                tracing::warn!(%peer, "peer sent blocks that do not hash to their CID; disconnecting it");
+                b.gossipsub.blacklist_peer(&peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Request(peer, req, reply) => {
+                let id = b.sync.send_request(&peer, req);
+                self.requests.insert(id, reply);
+            }
+            Command::Respond(channel, resp) => {
+                let _ = b.sync.send_response(channel, resp);
+            }
+            Command::Shutdown(_) => unreachable!("handled in run"),
+        }
+    }
+
+    fn emit(&self, ev: NetEvent) {
+        if let Err(mpsc::error::TrySendError::Full(ev)) = self.events.try_send(ev) {
+            // Dropped messages are not lost: heads exchange and gap filling fetch them later.
+            tracing::warn!(event = ?std::mem::discriminant(&ev), "node busy; dropped a network event");
+        }
+    }
+
+    fn event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.metrics.record(&event);
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "swarm listening");
+                self.listen_addrs.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
+                if num_established.get() == 1 {
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer joined");
+                    self.peers.insert(
+                        peer_id,
+                        PeerInfo {
+                            peer: peer_id,
+                            addr: endpoint.get_remote_address().clone(),
+                            outbound: endpoint.is_dialer(),
+                        },
+                    );
+                    self.emit(NetEvent::Connected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, "peer left");
+                    self.peers.remove(&peer_id);
+                    self.emit(NetEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                error,
+                peer_id,
+            } => {
+                let msg = explain_dial_error(&error.to_string());
+                tracing::debug!(peer = ?peer_id, error = %msg, "dial failed");
+                if let Some(reply) = self.dials.remove(&connection_id) {
+                    let _ = reply.send(Err(msg));
+                }
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                tracing::warn!(from = %send_back_addr, error = %explain_dial_error(&error.to_string()), "refused an incoming connection");
+            }
+            SwarmEvent::Behaviour(ev) => self.behaviour_event(ev),
+            _ => {}
+        }
+    }
+
+    fn behaviour_event(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Gossipsub(ev) => {
+                self.metrics.record(&ev);
+                match ev {
+                    gossipsub::Event::Message {
+                        propagation_source,
+                        message_id,
+                        message,
+                    } => self.emit(NetEvent::Message(Inbound {
+                        id: message_id,
+                        via: propagation_source,
+                        from: message.source,
+                        seqno: message.sequence_number,
+                        topic: message.topic.into_string(),
+                        data: message.data,
+                    })),
+                    gossipsub::Event::Subscribed { peer_id, topic, .. } => {
+                        tracing::debug!(peer = %peer_id, %topic, "peer subscribed");
+                    }
+                    gossipsub::Event::SlowPeer { peer_id, .. } => {
+                        tracing::warn!(peer = %peer_id, "peer is slow; gossipsub dropped messages to it");
+                    }
+                    _ => {}
+                }
+            }
+            BehaviourEvent::Identify(ev) => {
+                self.metrics.record(&ev);
+                if let libp2p::identify::Event::Received { peer_id, info, .. } = ev {
+                    tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                }
+            }
+            BehaviourEvent::Ping(ev) => self.metrics.record(&ev),
+            BehaviourEvent::Sync(ev) => self.sync_event(ev),
+            BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    if !self.peers.contains_key(&peer) {
+                        let _ = self.swarm.dial(addr);
+                    }
+                }
+            }
+            BehaviourEvent::Mdns(_) => {}
+        }
+    }
+
+    fn sync_event(&mut self, ev: request_response::Event<SyncRequest, SyncResponse>) {
+        match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.emit(NetEvent::SyncRequest {
+                    peer,
+                    request,
+                    channel,
+                }),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => {
+                    if let Some(reply) = self.requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "sync request from peer failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+}
+
+/// Adds the likely cause to handshake failures (a swarm.key mismatch looks like garbage).
+fn explain_dial_error(e: &str) -> String {
+    if e.contains("Noise")
+        || e.contains("noise")
+        || e.contains("pnet")
+        || e.contains("Pnet")
+        || e.contains("multistream")
+    {
+        format!("{e} (the peer may be in a private network with a different swarm.key, or none)")
+    } else {
+        e.to_string()
+    }
+}

@@ -1,0 +1,345 @@
+//! The block store on redb: blocks by CID, the linked head of each source, an index by topic
+//! and time, and retention. Writes go through one writer thread that commits in groups, so
+//! every acknowledged write is durable yet concurrent publishers share each fsync.
+
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use cid::Cid;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::reading::Reading;
+pub use writer::Batch;
+
+/// CID bytes → block bytes (any block: readings, `block/put`, `dag/put`).
+const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+/// (topic, source) → (seq, CID bytes) of the newest reading whose chain is complete.
+const HEADS: TableDefinition<(&str, &str), (u64, &[u8])> = TableDefinition::new("heads");
+/// CID bytes → seq, for readings whose chain back to the first reading (or the retention
+/// horizon) is in the store; only these are delivered and listed.
+const LINKED: TableDefinition<&[u8], u64> = TableDefinition::new("linked");
+/// (topic, time ms, CID bytes) → block size: the history index.
+const BY_TIME: TableDefinition<(&str, u64, &[u8]), u64> = TableDefinition::new("by_time");
+/// CID bytes → () for readings stored but still waiting for their `prev`.
+const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending");
+
+/// Store failures; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the block store at {path} is damaged ({detail}); move it aside and restart: the node refetches what its peers hold")]
+    Damaged { path: String, detail: String },
+    #[error("cannot open the block store at {path}: {detail}")]
+    Open { path: String, detail: String },
+    #[error("the disk holding the block store is full; free space or raise retention limits (nothing was acknowledged)")]
+    DiskFull,
+    #[error("block store error: {0}")]
+    Db(String),
+    #[error("the block store is shutting down")]
+    Closed,
+}
+
+impl StoreError {
+    fn db(e: impl std::fmt::Display) -> Self {
+        let s = e.to_string();
+        if s.contains("No space left") || s.contains("os error 28") {
+            StoreError::DiskFull
+        } else {
+            StoreError::Db(s)
+        }
+    }
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(impl From<$t> for StoreError { fn from(e: $t) -> Self { StoreError::db(e) } })*};
+}
+db_err!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// The head of one source's chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head {
+    /// Canonical topic.
+    pub topic: String,
+    /// Sensor id.
+    pub source: String,
+    /// Sequence number of the head reading.
+    pub seq: u64,
+    /// CID of the head reading.
+    pub cid: Cid,
+}
+
+/// A stored reading with its CID.
+#[derive(Debug, Clone)]
+pub struct StoredReading {
+    /// CID of the block.
+    pub cid: Cid,
+    /// The decoded reading.
+    pub reading: Reading,
+}
+
+/// Counters for the metrics gauges.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StoreStats {
+    /// Number of blocks.
+    pub blocks: u64,
+    /// Bytes of indexed readings.
+    pub bytes: u64,
+}
+
+/// Handle to the block store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    writer: writer::Writer,
+}
+
+impl Store {
+    /// Opens (or creates) the store file, checking it is intact.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        let db = Database::builder().create(path).map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+                StoreError::Damaged {
+                    path: shown.clone(),
+                    detail,
+                }
+            }
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                StoreError::Open {
+                    path: shown.clone(),
+                    detail: io.to_string(),
+                }
+            }
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Open {
+                path: shown.clone(),
+                detail: "another process (a running `node daemon`?) has it open; stop it first"
+                    .into(),
+            },
+            other => StoreError::Damaged {
+                path: shown.clone(),
+                detail: other.to_string(),
+            },
+        })?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(BLOCKS)?;
+            txn.open_table(HEADS)?;
+            txn.open_table(LINKED)?;
+            txn.open_table(BY_TIME)?;
+            txn.open_table(PENDING)?;
+        }
+        txn.commit()?;
+        let db = Arc::new(db);
+        let writer = writer::Writer::spawn(db.clone());
+        Ok(Store { db, writer })
+    }
+
+    /// Applies a batch durably; returns once it is on disk.
+    pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        self.writer.write(batch).await
+    }
+
+    /// Stops the writer after the queued batches are committed, and waits for it.
+    pub fn shutdown(&self) {
+        self.writer.shutdown();
+    }
+
+    /// The bytes of a block, if present.
+    pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOCKS)?;
+        Ok(t.get(cid.to_bytes().as_slice())?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Whether a block is present.
+    pub fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(BLOCKS)?;
+        Ok(t.get(cid.to_bytes().as_slice())?.is_some())
+    }
+
+    /// Whether a reading's chain is complete in this store.
+    pub fn is_linked(&self, cid: &Cid) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(LINKED)?;
+        Ok(t.get(cid.to_bytes().as_slice())?.is_some())
+    }
+
+    /// The head of one source.
+    pub fn head(&self, topic: &str, source: &str) -> Result<Option<Head>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HEADS)?;
+        let got = t.get((topic, source))?;
+        Ok(got.and_then(|v| {
+            let (seq, cid) = v.value();
+            Some(Head {
+                topic: topic.to_string(),
+                source: source.to_string(),
+                seq,
+                cid: Cid::try_from(cid).ok()?,
+            })
+        }))
+    }
+
+    /// Heads of every source on the given topics (all topics when empty).
+    pub fn heads(&self, topics: &[String]) -> Result<Vec<Head>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(HEADS)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            let (k, v) = entry?;
+            let (topic, source) = k.value();
+            if !topics.is_empty() && !topics.iter().any(|x| x == topic) {
+                continue;
+            }
+            let (seq, cid) = v.value();
+            if let Ok(cid) = Cid::try_from(cid) {
+                out.push(Head {
+                    topic: topic.to_string(),
+                    source: source.to_string(),
+                    seq,
+                    cid,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Linked readings of a topic with `time >= since_ms`, oldest first, at most `limit`.
+    pub fn history(
+        &self,
+        topic: &str,
+        since_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let idx = txn.open_table(BY_TIME)?;
+        let blocks = txn.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        let start: (&str, u64, &[u8]) = (topic, since_ms, &[]);
+        let end: (&str, u64, &[u8]) = (topic, u64::MAX, &[0xff; 64]);
+        for entry in idx.range(start..=end)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = entry?;
+            let (_, _, cid_bytes) = k.value();
+            let (Ok(cid), Some(bytes)) = (Cid::try_from(cid_bytes), blocks.get(cid_bytes)?) else {
+                continue;
+            };
+            if let Ok(reading) = Reading::decode(bytes.value()) {
+                out.push(StoredReading { cid, reading });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks a chain from `from` back through `prev`, returning block bytes newest first;
+    /// stops at `stop_seq`, a missing block, `min_time` or `max` blocks.
+    pub fn chain(
+        &self,
+        from: &Cid,
+        stop_seq: u64,
+        min_time: u64,
+        max: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let blocks = txn.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        let mut next = Some(*from);
+        while let Some(cid) = next.take() {
+            if out.len() >= max {
+                break;
+            }
+            let Some(bytes) = blocks.get(cid.to_bytes().as_slice())? else {
+                break;
+            };
+            let Ok(r) = Reading::decode(bytes.value()) else {
+                break;
+            };
+            if r.seq <= stop_seq || r.time < min_time {
+                break;
+            }
+            out.push(bytes.value().to_vec());
+            next = r.prev;
+        }
+        Ok(out)
+    }
+
+    /// Readings stored but not yet linked (to resume their catch-up after a restart).
+    pub fn pending(&self) -> Result<Vec<StoredReading>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let pending = txn.open_table(PENDING)?;
+        let blocks = txn.open_table(BLOCKS)?;
+        let mut out = Vec::new();
+        for entry in pending.iter()? {
+            let (k, _) = entry?;
+            let (Ok(cid), Some(bytes)) = (Cid::try_from(k.value()), blocks.get(k.value())?) else {
+                continue;
+            };
+            if let Ok(reading) = Reading::decode(bytes.value()) {
+                out.push(StoredReading { cid, reading });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Block count and indexed bytes.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let txn = self.db.begin_read()?;
+        let blocks = txn.open_table(BLOCKS)?.len()?;
+        let stats = txn.open_table(BY_TIME)?.stats()?;
+        Ok(StoreStats {
+            blocks,
+            bytes: stats.stored_bytes(),
+        })
+    }
+
+    /// Index entries of a topic older than `before_ms` (for retention), oldest first.
+    pub fn expired(
+        &self,
+        topic: &str,
+        before_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Cid)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let idx = txn.open_table(BY_TIME)?;
+        let start: (&str, u64, &[u8]) = (topic, 0, &[]);
+        let end: (&str, u64, &[u8]) = (topic, before_ms, &[]);
+        let mut out = Vec::new();
+        for entry in idx.range(start..end)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = entry?;
+            let (_, time, cid) = k.value();
+            if let Ok(cid) = Cid::try_from(cid) {
+                out.push((time, cid));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Topics present in the history index.
+    pub fn topics(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .heads(&[])?
+            .into_iter()
+            .map(|h| h.topic)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

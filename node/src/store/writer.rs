@@ -1,0 +1,168 @@
+//! The single writer thread: queues batches and commits as many as are waiting in one
+//! durable transaction (group commit), then answers each caller.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use cid::Cid;
+use redb::{Database, Durability, ReadableTable};
+use tokio::sync::oneshot;
+
+use super::{StoreError, BLOCKS, BY_TIME, HEADS, LINKED, PENDING};
+use crate::reading::Reading;
+
+/// Most batches folded into one transaction; bounds the latency of the first caller.
+const MAX_GROUP: usize = 256;
+/// Queue depth before callers wait (back-pressure instead of memory growth).
+const QUEUE: usize = 4096;
+
+/// One atomic change to the store.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Blocks to put.
+    pub blocks: Vec<(Cid, Vec<u8>)>,
+    /// Readings whose chain is complete: index them, mark them linked, advance heads.
+    pub linked: Vec<(Cid, Reading, u64)>,
+    /// Readings stored but waiting for their `prev`.
+    pub pending: Vec<Cid>,
+    /// Index entries to drop, with their blocks (retention).
+    pub expire: Vec<(String, u64, Cid)>,
+}
+
+type Job = (Batch, oneshot::Sender<Result<(), StoreError>>);
+
+#[derive(Clone)]
+pub(super) struct Writer {
+    tx: mpsc::SyncSender<Option<Job>>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Writer {
+    pub(super) fn spawn(db: Arc<Database>) -> Writer {
+        let (tx, rx) = mpsc::sync_channel::<Option<Job>>(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || run(db, rx))
+            .expect("spawning the store writer thread");
+        Writer {
+            tx,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        }
+    }
+
+    pub(super) async fn write(&self, batch: Batch) -> Result<(), StoreError> {
+        let (done_tx, done_rx) = oneshot::channel();
+        let tx = self.tx.clone();
+        // A full queue blocks: do that off the async workers.
+        tokio::task::spawn_blocking(move || tx.send(Some((batch, done_tx))))
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)?;
+        done_rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) fn shutdown(&self) {
+        let _ = self.tx.send(None);
+        let thread = self.thread.lock().map(|mut t| t.take()).unwrap_or(None);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(db: Arc<Database>, rx: mpsc::Receiver<Option<Job>>) {
+    while let Ok(Some(first)) = rx.recv() {
+        let mut group = vec![first];
+        let mut stop = false;
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Some(job)) => group.push(job),
+                Ok(None) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
+        match commit(&db, &batches) {
+            Ok(()) => {
+                for (_, done) in group {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            // A group fails together; retry each alone so one bad batch can't fail others.
+            Err(_) if group.len() > 1 => {
+                for (batch, done) in group {
+                    let _ = done.send(commit(&db, &[&batch]));
+                }
+            }
+            Err(e) => {
+                for (_, done) in group {
+                    let _ = done.send(Err(StoreError::db(&e)));
+                }
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+}
+
+fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(StoreError::db)?;
+    {
+        let mut blocks = txn.open_table(BLOCKS)?;
+        let mut heads = txn.open_table(HEADS)?;
+        let mut linked = txn.open_table(LINKED)?;
+        let mut by_time = txn.open_table(BY_TIME)?;
+        let mut pending = txn.open_table(PENDING)?;
+        for b in batches {
+            for (cid, bytes) in &b.blocks {
+                blocks.insert(cid.to_bytes().as_slice(), bytes.as_slice())?;
+            }
+            for cid in &b.pending {
+                pending.insert(cid.to_bytes().as_slice(), ())?;
+            }
+            for (cid, r, size) in &b.linked {
+                let key = cid.to_bytes();
+                pending.remove(key.as_slice())?;
+                linked.insert(key.as_slice(), r.seq)?;
+                by_time.insert((r.topic.as_str(), r.time, key.as_slice()), *size)?;
+                let newer = match heads.get((r.topic.as_str(), r.source.as_str()))? {
+                    Some(h) => h.value().0 < r.seq,
+                    None => true,
+                };
+                if newer {
+                    heads.insert(
+                        (r.topic.as_str(), r.source.as_str()),
+                        (r.seq, key.as_slice()),
+                    )?;
+                }
+            }
+            let head_cids: std::collections::HashSet<Vec<u8>> = if b.expire.is_empty() {
+                Default::default()
+            } else {
+                heads
+                    .iter()?
+                    .filter_map(Result::ok)
+                    .map(|(_, v)| v.value().1.to_vec())
+                    .collect()
+            };
+            for (topic, time, cid) in &b.expire {
+                let key = cid.to_bytes();
+                by_time.remove((topic.as_str(), *time, key.as_slice()))?;
+                linked.remove(key.as_slice())?;
+                // Heads keep their block so a quiet source still has its place in the chain.
+                if !head_cids.contains(&key) {
+                    blocks.remove(key.as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! Answers peers' sync requests from the store (off the async workers: chain walks read disk).
+
+use libp2p::request_response::ResponseChannel;
+use serde_bytes::ByteBuf;
+
+use super::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, MAX_CHAIN_BLOCKS};
+use crate::node::Node;
+
+/// Computes the answer and sends it back through the swarm.
+pub async fn answer(node: Node, request: SyncRequest, channel: ResponseChannel<SyncResponse>) {
+    let store = node.store.clone();
+    let resp = tokio::task::spawn_blocking(move || respond(&store, request))
+        .await
+        .unwrap_or_else(|e| SyncResponse::Error(format!("internal error: {e}")));
+    node.net.respond(channel, resp).await;
+}
+
+fn respond(store: &crate::store::Store, request: SyncRequest) -> SyncResponse {
+    match request {
+        SyncRequest::Heads { topics } => match store.heads(&topics) {
+            Ok(heads) => SyncResponse::Heads(
+                heads
+                    .into_iter()
+                    .map(|h| WireHead {
+                        topic: h.topic,
+                        source: h.source,
+                        seq: h.seq,
+                        cid: ByteBuf::from(h.cid.to_bytes()),
+                    })
+                    .collect(),
+            ),
+            Err(e) => SyncResponse::Error(e.to_string()),
+        },
+        SyncRequest::Chain {
+            from,
+            stop_seq,
+            min_time,
+            max,
+        } => {
+            let Ok(from) = cid::Cid::try_from(from.as_slice()) else {
+                return SyncResponse::Error("from is not a CID".into());
+            };
+            let max = max.clamp(1, MAX_CHAIN_BLOCKS) as usize;
+            match store.chain(&from, stop_seq, min_time, max) {
+                Ok(blocks) => {
+                    let end = match blocks.last() {
+                        None => {
+                            if store.has(&from).unwrap_or(false) {
+                                ChainEnd::Done
+                            } else {
+                                ChainEnd::Missing
+                            }
+                        }
+                        Some(_) if blocks.len() >= max => ChainEnd::Limit,
+                        Some(last) => match crate::reading::Reading::decode(last) {
+                            Ok(r) => match r.prev {
+                                None => ChainEnd::Done,
+                                Some(p) => {
+                                    // The walk stopped before p: at the stop, the horizon, or a hole.
+                                    if store.has(&p).unwrap_or(false) {
+                                        ChainEnd::Done
+                                    } else {
+                                        ChainEnd::Missing
+                                    }
+                                }
+                            },
+                            Err(_) => ChainEnd::Missing,
+                        },
+                    };
+                    SyncResponse::Chain {
+                        blocks: blocks.into_iter().map(ByteBuf::from).collect(),
+                        end,
+                    }
+                }
+                Err(e) => SyncResponse::Error(e.to_string()),
+            }
+        }
+    }
+}
