@@ -21,7 +21,7 @@ pub enum Delivery {
         /// Its CID.
         cid: Cid,
         /// The reading.
-        reading: Reading,
+        reading: Box<Reading>,
         /// Fetched during catch-up rather than received live.
         backfilled: bool,
         /// Gossip publisher and seqno when received live.

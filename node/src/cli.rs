@@ -47,7 +47,7 @@ pub enum Command {
     /// Create a repo: config file, Ed25519 identity (mode 0600) and block store.
     Init,
     /// Run the node: libp2p swarm, gossipsub, block store, HTTP API and metrics.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Show this node's identity (same JSON as /api/v0/id).
     Id,
     /// Show the daemon's version.

@@ -248,10 +248,7 @@ pub async fn collect_garbage(node: &Node) {
     for topic in topics {
         let horizon =
             now_ms().saturating_sub(node.config.retention_for(&topic).max_age.as_millis() as u64);
-        loop {
-            let Ok(old) = node.store.expired(&topic, horizon, 5000) else {
-                break;
-            };
+        while let Ok(old) = node.store.expired(&topic, horizon, 5000) {
             if old.is_empty() {
                 break;
             }

@@ -17,6 +17,9 @@ use crate::p2p::Handle;
 use crate::reading::{canonical_topic, known_topic, Reading, ReadingError};
 use crate::store::{Batch, Store, StoreError};
 
+/// One lock per (topic, source): a source's readings get consecutive seqs.
+type SourceLocks = HashMap<(String, String), Arc<Mutex<()>>>;
+
 /// Publishing failures.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -66,7 +69,7 @@ pub struct Node {
     pub ready: watch::Receiver<bool>,
     /// Default source id for readings published through this node.
     pub default_source: String,
-    source_locks: Arc<std::sync::Mutex<HashMap<(String, String), Arc<Mutex<()>>>>>,
+    source_locks: Arc<std::sync::Mutex<SourceLocks>>,
 }
 
 /// Current unix time in ms.
@@ -267,7 +270,7 @@ impl Node {
             &reading.topic,
             Delivery::Reading {
                 cid,
-                reading: reading.clone(),
+                reading: Box::new(reading.clone()),
                 backfilled,
                 from,
                 seqno,

@@ -351,14 +351,12 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    tracing::info!(peer = %peer_id, "peer left");
-                    self.peers.remove(&peer_id);
-                    self.emit(NetEvent::Disconnected(peer_id));
-                }
+                tracing::info!(peer = %peer_id, "peer left");
+                self.peers.remove(&peer_id);
+                self.emit(NetEvent::Disconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need, builds, runs every test.
+# SENSORNET_SLOW=1 adds the slow scenarios (long fuzzing, big catch-ups, full benchmarks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+for installer in scripts/install-*.sh; do
+  [ -x "$installer" ] || continue
+  echo "== $installer"
+  "$installer"
+done
+echo "== build"
+cargo build --workspace --bins --locked
+echo "== test"
+# Two test threads on two cores: each integration test runs several daemons.
+cargo test --workspace --locked -- --test-threads="${SENSORNET_TEST_THREADS:-2}"
