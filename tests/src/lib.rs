@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+pub mod netns;
+
 /// Path of a binary built by `cargo build --workspace --bins` (target/debug/NAME).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
@@ -231,9 +233,11 @@ impl Daemon {
 
     /// POSTs to the API and returns status and body.
     pub fn post(&self, path_and_query: &str) -> Result<(u16, String)> {
-        let r = http()
-            .post(format!("http://{}/api/v0/{path_and_query}", self.api))
-            .send()?;
+        let url = format!("http://{}/api/v0/{path_and_query}", self.api);
+        if let Some(ns) = &self.opts.netns {
+            return netns::curl(ns, "POST", &url);
+        }
+        let r = http().post(url).send()?;
         Ok((r.status().as_u16(), r.text()?))
     }
 
@@ -268,9 +272,11 @@ impl Daemon {
 
     /// GET on the metrics address.
     pub fn get_metrics(&self, path: &str) -> Result<(u16, String)> {
-        let r = http()
-            .get(format!("http://{}{path}", self.metrics))
-            .send()?;
+        let url = format!("http://{}{path}", self.metrics);
+        if let Some(ns) = &self.opts.netns {
+            return netns::curl(ns, "GET", &url);
+        }
+        let r = http().get(url).send()?;
         Ok((r.status().as_u16(), r.text()?))
     }
 
