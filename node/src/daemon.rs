@@ -147,7 +147,22 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
     ));
     let sync = tokio::spawn(Sync::run(node.clone(), events, boot_rx, ready_tx));
     let housekeeping = tokio::spawn(housekeeping(node.clone(), repo.clone()));
-    let sensor: Option<tokio::task::JoinHandle<()>> = None; // SENSOR-PLACEHOLDER
+    let sensor = match &config.sensor {
+        Some(s) => {
+            let (kind, source) = crate::sensor::open(s, config.seed)?;
+            let id =
+                s.id.clone()
+                    .unwrap_or_else(|| format!("{}-{}", hostname(), kind.topic()));
+            Some(tokio::spawn(crate::sensor::run(
+                node.clone(),
+                kind,
+                source,
+                id,
+                s.interval,
+            )))
+        }
+        None => None,
+    };
     {
         let mut r = ready_rx.clone();
         tokio::spawn(async move {

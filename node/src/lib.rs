@@ -14,6 +14,7 @@ pub mod node;
 pub mod p2p;
 pub mod reading;
 pub mod repo;
+pub mod sensor;
 
 pub mod store;
 pub mod sync;
