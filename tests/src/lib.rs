@@ -15,8 +15,11 @@ pub mod netns;
 /// Path of a binary built by `cargo build --workspace --bins` (target/debug/NAME).
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/test-xxxx → target/debug/NAME
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // Tests run from target/debug/deps/, the demo from target/debug/.
+    let mut dir = exe.parent().expect("target dir");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target dir");
+    }
     let p = dir.join(name);
     assert!(
         p.exists(),
