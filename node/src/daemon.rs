@@ -28,6 +28,7 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    metrics.init_topics(&config.topics);
     let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
     let behaviour = Behaviour::new(
         &key,

@@ -220,6 +220,30 @@ impl Metrics {
         m
     }
 
+    /// Reasons a message is rejected (label values of `readings_rejected`).
+    pub const REJECT_REASONS: [&'static str; 4] =
+        ["not-cbor", "bad-reading", "wrong-topic", "not-a-reading"];
+
+    /// Creates every series of the kept topics at zero, so `rate()` and alerts work from the
+    /// first scrape rather than from the first event.
+    pub fn init_topics(&self, topics: &[String]) {
+        for t in topics {
+            let l = Metrics::topic(t);
+            let _ = self.published.get_or_create(&l);
+            let _ = self.received.get_or_create(&l);
+            let _ = self.delivered.get_or_create(&l);
+            let _ = self.subscribers.get_or_create(&l);
+            let _ = self.subscriber_dropped.get_or_create(&l);
+            let _ = self.delay.get_or_create(&l);
+            for reason in Self::REJECT_REASONS {
+                let _ = self.rejected.get_or_create(&RejectLabel {
+                    topic: t.clone(),
+                    reason: reason.into(),
+                });
+            }
+        }
+    }
+
     /// Counts a rejected message.
     pub fn reject(&self, topic: &str, reason: &str) {
         self.rejected
@@ -276,7 +300,7 @@ impl prometheus_client::collector::Collector for ProcessCollector {
         };
         let c = ConstCounter::new(cpu);
         c.encode(encoder.encode_descriptor(
-            "process_cpu_seconds",
+            "process_cpu",
             "User and system CPU time spent",
             Some(&prometheus_client::registry::Unit::Seconds),
             c.metric_type(),
