@@ -80,7 +80,7 @@ fn prometheus_scrapes_three_nodes() {
             .to_vec(),
         ..Opts::default()
     };
-    let mut nodes = vec![
+    let mut nodes = [
         first,
         Daemon::start(dir.path(), "m1", sensor("temperature")).unwrap(),
         Daemon::start(dir.path(), "m2", sensor("humidity")).unwrap(),
