@@ -13,4 +13,4 @@ echo "== build"
 cargo build --workspace --bins --locked
 echo "== test"
 # Two test threads on two cores: each integration test runs several daemons.
-cargo test --workspace --locked -- --test-threads="${SENSORNET_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${SENSORNET_TEST_THREADS:-2}"
