@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The release build, as the Dockerfile runs it: `node`, `sensornet` and `sensor` into
+# target/release/. Benchmarks use the same script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p sensornet-node -p sensornet-sensors --bins
