@@ -58,8 +58,15 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::DiskFull => ApiError {
-                status: StatusCode::INSUFFICIENT_STORAGE,
+            StoreError::DiskFull => {
+                tracing::warn!("refused a write: the disk holding the block store is full");
+                ApiError {
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    message: e.to_string(),
+                }
+            }
+            StoreError::Reopening => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
                 message: e.to_string(),
             },
             other => ApiError::internal(other),

@@ -26,7 +26,7 @@ const BY_TIME: TableDefinition<(&str, u64, &[u8]), u64> = TableDefinition::new("
 const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending");
 
 /// Store failures; each message says what to do.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("the block store at {path} is damaged ({detail}); move it aside and restart: the node refetches what its peers hold")]
     Damaged { path: String, detail: String },
@@ -38,12 +38,17 @@ pub enum StoreError {
     Db(String),
     #[error("the block store is shutting down")]
     Closed,
+    #[error("the block store is reopening after a disk error; retry shortly")]
+    Reopening,
 }
 
 impl StoreError {
     fn db(e: impl std::fmt::Display) -> Self {
         let s = e.to_string();
-        if s.contains("No space left") || s.contains("os error 28") {
+        if s.contains("No space left")
+            || s.contains("os error 28")
+            || s.contains("Previous I/O error")
+        {
             StoreError::DiskFull
         } else {
             StoreError::Db(s)
@@ -92,42 +97,80 @@ pub struct StoreStats {
     pub bytes: u64,
 }
 
+/// The open database, swapped for a fresh handle after an I/O error (redb refuses further
+/// writes on a handle that saw one, e.g. a full disk).
+pub(crate) struct Shared {
+    path: std::path::PathBuf,
+    db: std::sync::RwLock<Option<Arc<Database>>>,
+}
+
+impl Shared {
+    fn get(&self) -> Result<Arc<Database>, StoreError> {
+        let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
+        guard.clone().ok_or(StoreError::Reopening)
+    }
+
+    /// Drops the handle (once no reader holds it) and opens the file again.
+    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+        let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = guard.take() {
+            // Readers clone the Arc under the read lock; wait for the last one to finish.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(old);
+        }
+        let db = Arc::new(open_db(&self.path)?);
+        *guard = Some(db.clone());
+        tracing::info!(path = %self.path.display(), "block store reopened after a disk error");
+        Ok(db)
+    }
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let shown = path.display().to_string();
+    Database::builder().create(path).map_err(|e| match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
+            StoreError::Damaged {
+                path: shown.clone(),
+                detail,
+            }
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() != std::io::ErrorKind::InvalidData =>
+        {
+            if io.raw_os_error() == Some(28) {
+                StoreError::DiskFull
+            } else {
+                StoreError::Open {
+                    path: shown.clone(),
+                    detail: io.to_string(),
+                }
+            }
+        }
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Open {
+            path: shown.clone(),
+            detail: "another process (a running `node daemon`?) has it open; stop it first".into(),
+        },
+        other => StoreError::Damaged {
+            path: shown.clone(),
+            detail: other.to_string(),
+        },
+    })
+}
+
 /// Handle to the block store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     writer: writer::Writer,
 }
 
 impl Store {
     /// Opens (or creates) the store file, checking it is intact.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let shown = path.display().to_string();
-        let db = Database::builder().create(path).map_err(|e| match e {
-            redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)) => {
-                StoreError::Damaged {
-                    path: shown.clone(),
-                    detail,
-                }
-            }
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() != std::io::ErrorKind::InvalidData =>
-            {
-                StoreError::Open {
-                    path: shown.clone(),
-                    detail: io.to_string(),
-                }
-            }
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Open {
-                path: shown.clone(),
-                detail: "another process (a running `node daemon`?) has it open; stop it first"
-                    .into(),
-            },
-            other => StoreError::Damaged {
-                path: shown.clone(),
-                detail: other.to_string(),
-            },
-        })?;
+        let db = open_db(path)?;
         let txn = db.begin_write()?;
         {
             txn.open_table(BLOCKS)?;
@@ -137,9 +180,12 @@ impl Store {
             txn.open_table(PENDING)?;
         }
         txn.commit()?;
-        let db = Arc::new(db);
-        let writer = writer::Writer::spawn(db.clone());
-        Ok(Store { db, writer })
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            db: std::sync::RwLock::new(Some(Arc::new(db))),
+        });
+        let writer = writer::Writer::spawn(shared.clone());
+        Ok(Store { shared, writer })
     }
 
     /// Applies a batch durably; returns once it is on disk.
@@ -154,7 +200,7 @@ impl Store {
 
     /// The bytes of a block, if present.
     pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let t = txn.open_table(BLOCKS)?;
         Ok(t.get(cid.to_bytes().as_slice())?
             .map(|v| v.value().to_vec()))
@@ -162,21 +208,21 @@ impl Store {
 
     /// Whether a block is present.
     pub fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let t = txn.open_table(BLOCKS)?;
         Ok(t.get(cid.to_bytes().as_slice())?.is_some())
     }
 
     /// Whether a reading's chain is complete in this store.
     pub fn is_linked(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let t = txn.open_table(LINKED)?;
         Ok(t.get(cid.to_bytes().as_slice())?.is_some())
     }
 
     /// The head of one source.
     pub fn head(&self, topic: &str, source: &str) -> Result<Option<Head>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let t = txn.open_table(HEADS)?;
         let got = t.get((topic, source))?;
         Ok(got.and_then(|v| {
@@ -192,7 +238,7 @@ impl Store {
 
     /// Heads of every source on the given topics (all topics when empty).
     pub fn heads(&self, topics: &[String]) -> Result<Vec<Head>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -221,7 +267,7 @@ impl Store {
         since_ms: u64,
         limit: usize,
     ) -> Result<Vec<StoredReading>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let idx = txn.open_table(BY_TIME)?;
         let blocks = txn.open_table(BLOCKS)?;
         let mut out = Vec::new();
@@ -252,7 +298,7 @@ impl Store {
         min_time: u64,
         max: usize,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let blocks = txn.open_table(BLOCKS)?;
         let mut out = Vec::new();
         let mut next = Some(*from);
@@ -277,7 +323,7 @@ impl Store {
 
     /// Readings stored but not yet linked (to resume their catch-up after a restart).
     pub fn pending(&self) -> Result<Vec<StoredReading>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let pending = txn.open_table(PENDING)?;
         let blocks = txn.open_table(BLOCKS)?;
         let mut out = Vec::new();
@@ -295,7 +341,7 @@ impl Store {
 
     /// Block count and indexed bytes.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let blocks = txn.open_table(BLOCKS)?.len()?;
         let stats = txn.open_table(BY_TIME)?.stats()?;
         Ok(StoreStats {
@@ -311,7 +357,7 @@ impl Store {
         before_ms: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Cid)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.shared.get()?.begin_read()?;
         let idx = txn.open_table(BY_TIME)?;
         let start: (&str, u64, &[u8]) = (topic, 0, &[]);
         let end: (&str, u64, &[u8]) = (topic, before_ms, &[]);

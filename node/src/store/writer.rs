@@ -9,7 +9,7 @@ use cid::Cid;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::{StoreError, BLOCKS, BY_TIME, HEADS, LINKED, PENDING};
+use super::{Shared, StoreError, BLOCKS, BY_TIME, HEADS, LINKED, PENDING};
 use crate::reading::Reading;
 
 /// Most batches folded into one transaction; bounds the latency of the first caller.
@@ -39,7 +39,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn spawn(db: Arc<Database>) -> Writer {
+    pub(super) fn spawn(db: Arc<Shared>) -> Writer {
         let (tx, rx) = mpsc::sync_channel::<Option<Job>>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
@@ -71,7 +71,8 @@ impl Writer {
     }
 }
 
-fn run(db: Arc<Database>, rx: mpsc::Receiver<Option<Job>>) {
+fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
+    let mut needs_reopen = false;
     while let Ok(Some(first)) = rx.recv() {
         let mut group = vec![first];
         let mut stop = false;
@@ -85,22 +86,33 @@ fn run(db: Arc<Database>, rx: mpsc::Receiver<Option<Job>>) {
                 Err(_) => break,
             }
         }
+        let db = match if needs_reopen {
+            shared.reopen()
+        } else {
+            shared.get()
+        } {
+            Ok(db) => db,
+            Err(e) => {
+                for (_, done) in group {
+                    let _ = done.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
         let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
-        match commit(&db, &batches) {
+        let result = commit(&db, &batches);
+        drop(db);
+        // After an I/O error redb refuses this handle: open a fresh one before the next write.
+        needs_reopen = matches!(result, Err(StoreError::DiskFull) | Err(StoreError::Db(_)));
+        match result {
             Ok(()) => {
                 for (_, done) in group {
                     let _ = done.send(Ok(()));
                 }
             }
-            // A group fails together; retry each alone so one bad batch can't fail others.
-            Err(_) if group.len() > 1 => {
-                for (batch, done) in group {
-                    let _ = done.send(commit(&db, &[&batch]));
-                }
-            }
             Err(e) => {
                 for (_, done) in group {
-                    let _ = done.send(Err(StoreError::db(&e)));
+                    let _ = done.send(Err(e.clone()));
                 }
             }
         }
