@@ -197,14 +197,14 @@ fn private_swarm_admits_key_holders_only() {
     let key = dir.path().join("swarm.key");
     let out = Command::new(bin("node")).arg("swarm-key").output().unwrap();
     std::fs::write(&key, &out.stdout).unwrap();
-    let with_key = |name: &str, boot: Vec<String>| Opts {
+    let with_key = |boot: Vec<String>| Opts {
         bootstrap: boot,
         env: vec![("SENSORNET_SWARM_KEY_FILE".into(), key.display().to_string())],
         ..Opts::default()
     };
-    let a = Daemon::start(dir.path(), "a", with_key("a", vec![])).unwrap();
+    let a = Daemon::start(dir.path(), "a", with_key(vec![])).unwrap();
     assert!(a.log_text().contains("QUIC is off"), "{}", a.log_text());
-    let b = Daemon::start(dir.path(), "b", with_key("b", vec![a.swarm.clone()])).unwrap();
+    let b = Daemon::start(dir.path(), "b", with_key(vec![a.swarm.clone()])).unwrap();
     eventually(Duration::from_secs(10), "key holders connect", || {
         Ok((b.peer_count()? == 1).then_some(()))
     })
