@@ -98,13 +98,15 @@ pub async fn version() -> Json<Value> {
 /// `swarm/peers`.
 pub async fn swarm_peers(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let peers = s.node.net.peers().await?;
-    let list: Vec<Value> = peers
-        .iter()
-        .map(|p| {
+    let mut list: Vec<Value> = Vec::with_capacity(peers.len());
+    for p in peers {
+        // `Score` (gossipsub peer score) is sensornet's addition; Kubo clients ignore it.
+        let score = s.node.net.score(p.peer).await?;
+        list.push(
             json!({"Addr": p.addr.to_string(), "Peer": p.peer.to_string(),
-                   "Direction": if p.outbound { 2 } else { 1 }})
-        })
-        .collect();
+                         "Direction": if p.outbound { 2 } else { 1 }, "Score": score}),
+        );
+    }
     Ok(Json(json!({ "Peers": list })))
 }
 
