@@ -52,14 +52,25 @@ async fn file_part(req: Request) -> Result<Vec<u8>, ApiError> {
             "expected a multipart/form-data body with the data as a file: {e}"
         ))
     })?;
+    let too_big = |e: &axum::extract::multipart::MultipartError| {
+        (e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE).then(|| ApiError {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("request body is larger than the {} byte limit (blocks and messages are at most 1 MiB)", super::MAX_BODY),
+        })
+    };
     match mp.next_field().await {
         Ok(Some(field)) => Ok(field
             .bytes()
             .await
-            .map_err(|e| ApiError::bad(format!("reading the file part: {e}")))?
+            .map_err(|e| {
+                too_big(&e).unwrap_or_else(|| ApiError::bad(format!("reading the file part: {e}")))
+            })?
             .to_vec()),
         Ok(None) => Err(ApiError::bad("file argument 'data' is required")),
-        Err(e) => Err(ApiError::bad(format!("malformed multipart body: {e}"))),
+        Err(e) => {
+            Err(too_big(&e)
+                .unwrap_or_else(|| ApiError::bad(format!("malformed multipart body: {e}"))))
+        }
     }
 }
 
