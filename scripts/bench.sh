@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Benchmarks sensornet beside Mosquitto (QoS 0; QoS 1 with persistence) and a bare rust-libp2p
+# gossipsub swarm, same load, same machine, one invocation. Quick mode (the default, run in CI)
+# takes about two minutes after the release build; --full runs longer windows, a 100,000-reading
+# catch-up and 30/50-node meshes. Writes target/bench/results.json and target/bench/scale.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-bench-tools.sh
+scripts/build-release.sh
+cargo build --release --locked -p sensornet-bench --bins
+target/release/sensornet-bench "$@"
+.tools/venv/bin/python scripts/plot_scale.py target/bench/results.json target/bench/scale.png
