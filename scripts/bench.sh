@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 scripts/install-bench-tools.sh
 scripts/build-release.sh
 cargo build --release --locked -p sensornet-bench --bins
-target/release/sensornet-bench "$@"
+"${CARGO_TARGET_DIR:-target}"/release/sensornet-bench "$@"
 .tools/venv/bin/python scripts/plot_scale.py target/bench/results.json target/bench/scale.png
