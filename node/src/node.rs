@@ -257,14 +257,12 @@ impl Node {
             topic: reading.topic.clone(),
             source: reading.source.clone(),
         };
-        self.metrics
-            .last_value
-            .get_or_create(&src)
-            .set(reading.value);
+        // Catch-up delivers older readings too: only a newer one is the source's latest.
         let seen = self.metrics.last_seen.get_or_create(&src);
         let t = reading.time as f64 / 1000.0;
-        if t > seen.get() {
+        if t >= seen.get() {
             seen.set(t);
+            self.metrics.last_value.get_or_create(&src).set(reading.value);
         }
         self.bus.send(
             &reading.topic,
