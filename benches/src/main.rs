@@ -26,7 +26,10 @@ struct Args {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 /// p50, p99 and max of delays in ms.
@@ -50,7 +53,11 @@ impl Drop for Proc {
 fn metric(node: &Daemon, name: &str) -> f64 {
     node.get_metrics("/metrics")
         .ok()
-        .and_then(|(_, t)| t.lines().find(|l| l.split_whitespace().next() == Some(name)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|(_, t)| {
+            t.lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(f64::NAN)
 }
 
@@ -60,7 +67,14 @@ fn mesh(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Daemon>> {
     let boot = vec![first.swarm.clone()];
     let mut nodes = vec![first];
     for i in 1..n {
-        nodes.push(Daemon::start(dir, &format!("b{i}"), Opts { bootstrap: boot.clone(), ..Opts::default() })?);
+        nodes.push(Daemon::start(
+            dir,
+            &format!("b{i}"),
+            Opts {
+                bootstrap: boot.clone(),
+                ..Opts::default()
+            },
+        )?);
     }
     for node in &nodes {
         node.wait_ready(Duration::from_secs(120))?;
@@ -75,19 +89,36 @@ fn mesh(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Daemon>> {
 }
 
 /// Publishes on `publisher` at `rate`/s for `secs` and collects pub→deliver delays on `subscriber`.
-fn sensornet_delay(publisher: &Daemon, subscriber: &Daemon, rate: u64, secs: u64) -> anyhow::Result<(Vec<f64>, u64)> {
+fn sensornet_delay(
+    publisher: &Daemon,
+    subscriber: &Daemon,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<(Vec<f64>, u64)> {
     let delays = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let sub_api = subscriber.api.clone();
     let (d2, s2) = (delays.clone(), stop.clone());
     let reader = std::thread::spawn(move || {
-        let client = reqwest::blocking::Client::builder().timeout(None).build().expect("client");
-        let Ok(resp) = client.post(format!("http://{sub_api}/api/v0/reading/sub?topic=temperature")).send() else { return };
+        let client = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .expect("client");
+        let Ok(resp) = client
+            .post(format!(
+                "http://{sub_api}/api/v0/reading/sub?topic=temperature"
+            ))
+            .send()
+        else {
+            return;
+        };
         for line in BufReader::new(resp).lines().map_while(Result::ok) {
             if s2.load(Ordering::Relaxed) {
                 return;
             }
-            let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
             if let Some(t) = v["time"].as_u64() {
                 let now_ms = now_ns() as f64 / 1e6;
                 d2.lock().unwrap().push(now_ms - t as f64);
@@ -104,8 +135,17 @@ fn sensornet_delay(publisher: &Daemon, subscriber: &Daemon, rate: u64, secs: u64
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let url = format!("http://{}/api/v0/reading/pub?topic=temperature&value={}&source=bench", publisher.api, 20 + sent % 10);
-        if client.post(url).send().map(|r| r.status().is_success()).unwrap_or(false) {
+        let url = format!(
+            "http://{}/api/v0/reading/pub?topic=temperature&value={}&source=bench",
+            publisher.api,
+            20 + sent % 10
+        );
+        if client
+            .post(url)
+            .send()
+            .map(|r| r.status().is_success())
+            .unwrap_or(false)
+        {
             sent += 1;
         }
     }
@@ -129,8 +169,16 @@ fn sensornet_throughput(node: &Daemon, clients: usize, secs: u64) -> f64 {
                 let client = http();
                 let mut i = 0u64;
                 while Instant::now() < deadline {
-                    let url = format!("http://{api}/api/v0/reading/pub?topic=humidity&value={}&source=tp{c}", 40 + i % 20);
-                    if client.post(url).send().map(|r| r.status().is_success()).unwrap_or(false) {
+                    let url = format!(
+                        "http://{api}/api/v0/reading/pub?topic=humidity&value={}&source=tp{c}",
+                        40 + i % 20
+                    );
+                    if client
+                        .post(url)
+                        .send()
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                    {
                         acked.fetch_add(1, Ordering::Relaxed);
                     }
                     i += 1;
@@ -142,11 +190,21 @@ fn sensornet_throughput(node: &Daemon, clients: usize, secs: u64) -> f64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Mosquitto at `qos`, persistence on or off: delays at `rate`/s, or the top rate when rate is 0.
-fn mosquitto(dir: &std::path::Path, qos: u8, persist: bool, rate: u64, secs: u64) -> anyhow::Result<(Vec<f64>, f64)> {
+fn mosquitto(
+    dir: &std::path::Path,
+    qos: u8,
+    persist: bool,
+    rate: u64,
+    secs: u64,
+) -> anyhow::Result<(Vec<f64>, f64)> {
     let port = free_port();
     let conf = dir.join(format!("mosquitto-{qos}-{persist}-{rate}.conf"));
     let store = dir.join(format!("mq-{qos}-{persist}-{rate}"));
@@ -158,11 +216,30 @@ fn mosquitto(dir: &std::path::Path, qos: u8, persist: bool, rate: u64, secs: u64
             store.display()
         ),
     )?;
-    let _broker = Proc(Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().context("mosquitto missing: scripts/install-bench-tools.sh")?);
+    let _broker = Proc(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("mosquitto missing: scripts/install-bench-tools.sh")?,
+    );
     std::thread::sleep(Duration::from_millis(500));
     let mut sub = Proc(
         Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "bench", "-q", &qos.to_string(), "-i", "bench-sub"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "bench",
+                "-q",
+                &qos.to_string(),
+                "-i",
+                "bench-sub",
+            ])
             .stdout(Stdio::piped())
             .spawn()?,
     );
@@ -171,7 +248,11 @@ fn mosquitto(dir: &std::path::Path, qos: u8, persist: bool, rate: u64, secs: u64
     let d2 = delays.clone();
     let reader = std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(t) = line.split_whitespace().next().and_then(|t| t.parse::<u64>().ok()) {
+            if let Some(t) = line
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<u64>().ok())
+            {
                 d2.lock().unwrap().push((now_ns() - t) as f64 / 1e6);
             }
         }
@@ -179,7 +260,17 @@ fn mosquitto(dir: &std::path::Path, qos: u8, persist: bool, rate: u64, secs: u64
     std::thread::sleep(Duration::from_millis(500));
     let mut publ = Proc(
         Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "bench", "-q", &qos.to_string(), "-l"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-t",
+                "bench",
+                "-q",
+                &qos.to_string(),
+                "-l",
+            ])
             .stdin(Stdio::piped())
             .spawn()?,
     );
@@ -188,8 +279,8 @@ fn mosquitto(dir: &std::path::Path, qos: u8, persist: bool, rate: u64, secs: u64
     let pad = "x".repeat(120);
     let mut sent = 0u64;
     while start.elapsed() < Duration::from_secs(secs) {
-        if rate > 0 {
-            let due = start + Duration::from_nanos(1_000_000_000 / rate) * sent as u32;
+        if let Some(step) = 1_000_000_000u64.checked_div(rate) {
+            let due = start + Duration::from_nanos(step) * sent as u32;
             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
@@ -213,7 +304,10 @@ fn mosquitto(dir: &std::path::Path, qos: u8, persist: bool, rate: u64, secs: u64
 /// Three bare gossipsub nodes in a line; delays seen at the far end.
 fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
     let spawn = |args: Vec<String>| -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<String>)> {
-        let mut c = Command::new(bin("bare-gossip")).args(&args).stdout(Stdio::piped()).spawn()?;
+        let mut c = Command::new(bin("bare-gossip"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .spawn()?;
         let out = c.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -225,13 +319,22 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
     };
     let addr = |rx: &std::sync::mpsc::Receiver<String>| -> anyhow::Result<String> {
         let l = rx.recv_timeout(Duration::from_secs(10))?;
-        Ok(l.strip_prefix("listening ").context("listen line")?.to_string())
+        Ok(l.strip_prefix("listening ")
+            .context("listen line")?
+            .to_string())
     };
     let (_c, crx) = spawn(vec![])?;
     let c_addr = addr(&crx)?;
     let (_b, brx) = spawn(vec!["--dial".into(), c_addr])?;
     let b_addr = addr(&brx)?;
-    let (_a, arx) = spawn(vec!["--dial".into(), b_addr, "--rate".into(), rate.to_string(), "--seconds".into(), secs.to_string()])?;
+    let (_a, arx) = spawn(vec![
+        "--dial".into(),
+        b_addr,
+        "--rate".into(),
+        rate.to_string(),
+        "--seconds".into(),
+        secs.to_string(),
+    ])?;
     addr(&arx)?;
     let mut delays = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(secs + 8);
@@ -239,7 +342,10 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
         if let Ok(l) = crx.recv_timeout(Duration::from_millis(200)) {
             let mut it = l.split_whitespace();
             if it.next() == Some("recv") {
-                let (t, r): (u64, u64) = (it.next().unwrap_or("0").parse()?, it.next().unwrap_or("0").parse()?);
+                let (t, r): (u64, u64) = (
+                    it.next().unwrap_or("0").parse()?,
+                    it.next().unwrap_or("0").parse()?,
+                );
                 delays.push((r.saturating_sub(t)) as f64 / 1e6);
             }
         }
@@ -249,7 +355,10 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
                 while let Ok(l) = crx.try_recv() {
                     let mut it = l.split_whitespace();
                     if it.next() == Some("recv") {
-                        let (t, r): (u64, u64) = (it.next().unwrap_or("0").parse()?, it.next().unwrap_or("0").parse()?);
+                        let (t, r): (u64, u64) = (
+                            it.next().unwrap_or("0").parse()?,
+                            it.next().unwrap_or("0").parse()?,
+                        );
                         delays.push((r.saturating_sub(t)) as f64 / 1e6);
                     }
                 }
@@ -263,7 +372,9 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let secs = if args.full { 20 } else { 5 };
-    let dir = tempfile::Builder::new().prefix("sensornet-bench-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("sensornet-bench-")
+        .tempdir()?;
     let mut r = serde_json::Map::new();
     let t_all = Instant::now();
 
@@ -292,16 +403,25 @@ fn main() -> anyhow::Result<()> {
     r.insert("mosquitto_qos0_delay_100".into(), percentiles(d));
     let (d, _) = mosquitto(dir.path(), 1, true, 100, secs)?;
     r.insert("mosquitto_qos1_persist_delay_100".into(), percentiles(d));
-    r.insert("bare_gossipsub_delay_100".into(), percentiles(bare_gossip(100, secs)?));
+    r.insert(
+        "bare_gossipsub_delay_100".into(),
+        percentiles(bare_gossip(100, secs)?),
+    );
     eprintln!("delay done");
 
     // Durable throughput through one node, then the delay at 80 % of it.
     let tp = sensornet_throughput(&nodes[0], 16, secs);
     r.insert("sensornet_durable_throughput_per_s".into(), json!(tp));
-    r.insert("load_rss_mb".into(), json!(metric(&nodes[0], "process_resident_memory_bytes") / 1e6));
+    r.insert(
+        "load_rss_mb".into(),
+        json!(metric(&nodes[0], "process_resident_memory_bytes") / 1e6),
+    );
     let high = ((tp * 0.8) as u64).max(100);
     let (d, _) = sensornet_delay(&nodes[0], &nodes[2], high, secs)?;
-    r.insert("sensornet_delay_high".into(), json!({"rate": high, "delay": percentiles(d)}));
+    r.insert(
+        "sensornet_delay_high".into(),
+        json!({"rate": high, "delay": percentiles(d)}),
+    );
     let (_, mq1) = mosquitto(dir.path(), 1, true, 0, secs)?;
     r.insert("mosquitto_qos1_persist_throughput_per_s".into(), json!(mq1));
     let (_, mq0) = mosquitto(dir.path(), 0, false, 0, secs)?;
@@ -310,7 +430,11 @@ fn main() -> anyhow::Result<()> {
     eprintln!("throughput done");
 
     // Catch-up: a node that missed N readings.
-    let sizes: &[usize] = if args.full { &[10_000, 100_000] } else { &[10_000] };
+    let sizes: &[usize] = if args.full {
+        &[10_000, 100_000]
+    } else {
+        &[10_000]
+    };
     let mut catchups = Vec::new();
     for &n in sizes {
         let src = Daemon::start(dir.path(), &format!("cu-src-{n}"), Opts::default())?;
@@ -328,7 +452,14 @@ fn main() -> anyhow::Result<()> {
             }
         });
         let t0 = Instant::now();
-        let fresh = Daemon::start(dir.path(), &format!("cu-dst-{n}"), Opts { bootstrap: vec![src.swarm.clone()], ..Opts::default() })?;
+        let fresh = Daemon::start(
+            dir.path(),
+            &format!("cu-dst-{n}"),
+            Opts {
+                bootstrap: vec![src.swarm.clone()],
+                ..Opts::default()
+            },
+        )?;
         fresh.wait_ready(Duration::from_secs(600))?;
         let secs_ready = t0.elapsed().as_secs_f64();
         let fetched = metric(&fresh, "sensornet_catchup_blocks_fetched_total");
@@ -338,27 +469,45 @@ fn main() -> anyhow::Result<()> {
     eprintln!("catch-up done");
 
     // Scale: delay p99 and CPU per node as the mesh grows.
-    let counts: &[usize] = if args.full { &[3, 10, 30, 50] } else { &[3, 10] };
+    let counts: &[usize] = if args.full {
+        &[3, 10, 30, 50]
+    } else {
+        &[3, 10]
+    };
     let mut scale = Vec::new();
     for &n in counts {
         let sub = tempfile::tempdir_in(dir.path())?;
         let nodes = mesh(sub.path(), n)?;
-        let cpu0: Vec<f64> = nodes.iter().map(|x| metric(x, "process_cpu_seconds_total")).collect();
+        let cpu0: Vec<f64> = nodes
+            .iter()
+            .map(|x| metric(x, "process_cpu_seconds_total"))
+            .collect();
         let t0 = Instant::now();
         let (d, _) = sensornet_delay(&nodes[1], &nodes[n - 1], 20, secs)?;
-        let cpu1: Vec<f64> = nodes.iter().map(|x| metric(x, "process_cpu_seconds_total")).collect();
-        let cpu = cpu0.iter().zip(&cpu1).map(|(a, b)| b - a).sum::<f64>() / n as f64 / t0.elapsed().as_secs_f64();
+        let cpu1: Vec<f64> = nodes
+            .iter()
+            .map(|x| metric(x, "process_cpu_seconds_total"))
+            .collect();
+        let cpu = cpu0.iter().zip(&cpu1).map(|(a, b)| b - a).sum::<f64>()
+            / n as f64
+            / t0.elapsed().as_secs_f64();
         let p = percentiles(d);
         scale.push(json!({"nodes": n, "delay": p, "cpu_per_node_cores": cpu, "rss_mb": metric(&nodes[0], "process_resident_memory_bytes") / 1e6}));
         eprintln!("scale {n} done");
     }
     r.insert("scale".into(), json!(scale));
-    r.insert("mode".into(), json!(if args.full { "full" } else { "quick" }));
+    r.insert(
+        "mode".into(),
+        json!(if args.full { "full" } else { "quick" }),
+    );
     r.insert("wall_s".into(), json!(t_all.elapsed().as_secs_f64()));
 
     let results = Value::Object(r);
     std::fs::create_dir_all(&args.out)?;
-    std::fs::write(args.out.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
     print_table(&results);
     Ok(())
 }
@@ -368,31 +517,71 @@ fn f(v: &Value) -> f64 {
 }
 
 fn print_table(r: &Value) {
-    let row = |name: &str, v: &Value| println!("| {name:<44} | {:>9.2} | {:>9.2} | {:>9.2} |", f(&v["p50_ms"]), f(&v["p99_ms"]), f(&v["max_ms"]));
+    let row = |name: &str, v: &Value| {
+        println!(
+            "| {name:<44} | {:>9.2} | {:>9.2} | {:>9.2} |",
+            f(&v["p50_ms"]),
+            f(&v["p99_ms"]),
+            f(&v["max_ms"])
+        )
+    };
     println!("\n## pub→deliver delay at 100 readings/s, three nodes (ms)\n| system | p50 | p99 | max |\n|---|---:|---:|---:|");
-    row("sensornet (durable, 3 nodes, HTTP publish)", &r["sensornet_delay_100"]);
-    row("bare rust-libp2p gossipsub (3 nodes, no store)", &r["bare_gossipsub_delay_100"]);
+    row(
+        "sensornet (durable, 3 nodes, HTTP publish)",
+        &r["sensornet_delay_100"],
+    );
+    row(
+        "bare rust-libp2p gossipsub (3 nodes, no store)",
+        &r["bare_gossipsub_delay_100"],
+    );
     row("Mosquitto QoS 0", &r["mosquitto_qos0_delay_100"]);
-    row("Mosquitto QoS 1, persistence on", &r["mosquitto_qos1_persist_delay_100"]);
+    row(
+        "Mosquitto QoS 1, persistence on",
+        &r["mosquitto_qos1_persist_delay_100"],
+    );
     let hi = &r["sensornet_delay_high"];
-    row(&format!("sensornet at {} readings/s", hi["rate"]), &hi["delay"]);
-    let ratio = f(&r["sensornet_delay_100"]["p99_ms"]) / f(&r["mosquitto_qos0_delay_100"]["p99_ms"]);
+    row(
+        &format!("sensornet at {} readings/s", hi["rate"]),
+        &hi["delay"],
+    );
+    let ratio =
+        f(&r["sensornet_delay_100"]["p99_ms"]) / f(&r["mosquitto_qos0_delay_100"]["p99_ms"]);
     println!("\np99 ratio sensornet / Mosquitto QoS 0: {ratio:.2} (target ≤ 2)");
     let tp = f(&r["sensornet_durable_throughput_per_s"]);
     let mq1 = f(&r["mosquitto_qos1_persist_throughput_per_s"]);
     println!("\n## throughput (readings/s)\n| system | rate |\n|---|---:|");
     println!("| sensornet durable (fsync'd before ack, 16 clients) | {tp:.0} |");
     println!("| Mosquitto QoS 1, persistence on | {mq1:.0} |");
-    println!("| Mosquitto QoS 0 | {:.0} |", f(&r["mosquitto_qos0_throughput_per_s"]));
-    println!("ratio sensornet / Mosquitto QoS 1: {:.2} (target ≥ 1)", tp / mq1);
-    println!("\n## catch-up\n| missed | fetched | start→ready (s) | blocks/s |\n|---:|---:|---:|---:|");
+    println!(
+        "| Mosquitto QoS 0 | {:.0} |",
+        f(&r["mosquitto_qos0_throughput_per_s"])
+    );
+    println!(
+        "ratio sensornet / Mosquitto QoS 1: {:.2} (target ≥ 1)",
+        tp / mq1
+    );
+    println!(
+        "\n## catch-up\n| missed | fetched | start→ready (s) | blocks/s |\n|---:|---:|---:|---:|"
+    );
     for c in r["catchup"].as_array().into_iter().flatten() {
-        println!("| {} | {} | {:.2} | {:.0} |", c["missed"], c["fetched"], f(&c["start_to_ready_s"]), f(&c["blocks_per_s"]));
+        println!(
+            "| {} | {} | {:.2} | {:.0} |",
+            c["missed"],
+            c["fetched"],
+            f(&c["start_to_ready_s"]),
+            f(&c["blocks_per_s"])
+        );
     }
     println!("\n## memory and start-up\nidle RSS {:.1} MB (target < 20), RSS under load {:.1} MB, start→ready p50 {:.0} ms max {:.0} ms (target < 300)",
         f(&r["idle_rss_mb"]), f(&r["load_rss_mb"]), f(&r["start_to_ready_ms"]["p50_ms"]), f(&r["start_to_ready_ms"]["max_ms"]));
     println!("\n## scale (20 readings/s)\n| nodes | p99 delay (ms) | CPU per node (cores) | RSS node 0 (MB) |\n|---:|---:|---:|---:|");
     for s in r["scale"].as_array().into_iter().flatten() {
-        println!("| {} | {:.2} | {:.4} | {:.1} |", s["nodes"], f(&s["delay"]["p99_ms"]), f(&s["cpu_per_node_cores"]), f(&s["rss_mb"]));
+        println!(
+            "| {} | {:.2} | {:.4} | {:.1} |",
+            s["nodes"],
+            f(&s["delay"]["p99_ms"]),
+            f(&s["cpu_per_node_cores"]),
+            f(&s["rss_mb"])
+        );
     }
 }

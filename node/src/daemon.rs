@@ -249,22 +249,37 @@ async fn housekeeping(node: Node, repo: Repo) {
                 .set(fs.blocks_available() as i64 * frag);
             node.metrics.disk_total.set(fs.blocks() as i64 * frag);
         }
-        if n % 12 == 0 {
+        // Retention runs once a minute, or every tick when a window is shorter than a minute.
+        let short = std::iter::once(node.config.retention)
+            .chain(node.config.retention_topics.values().copied())
+            .any(|r| r.max_age < Duration::from_secs(60));
+        if short || n % 12 == 0 {
             collect_garbage(&node).await;
         }
         n += 1;
     }
 }
 
-/// Drops readings older than their topic's retention window.
+/// Drops readings older than their topic's retention window, then the oldest ones while the
+/// topic holds more than its byte budget.
 pub async fn collect_garbage(node: &Node) {
     let Ok(topics) = node.store.topics() else {
         return;
     };
     for topic in topics {
-        let horizon =
-            now_ms().saturating_sub(node.config.retention_for(&topic).max_age.as_millis() as u64);
-        while let Ok(old) = node.store.expired(&topic, horizon, 5000) {
+        let retention = node.config.retention_for(&topic);
+        let horizon = now_ms().saturating_sub(retention.max_age.as_millis() as u64);
+        let mut over = node
+            .store
+            .topic_bytes(&topic)
+            .map(|b| b.saturating_sub(retention.max_bytes))
+            .unwrap_or(0);
+        while let Ok(mut old) = node.store.expired(&topic, horizon, 5000) {
+            if old.is_empty() && over > 0 {
+                // Within the age window but over budget: the oldest go, ~150 bytes each.
+                let n = (over / 100).clamp(1, 5000) as usize;
+                old = node.store.expired(&topic, u64::MAX, n).unwrap_or_default();
+            }
             if old.is_empty() {
                 break;
             }
@@ -285,7 +300,12 @@ pub async fn collect_garbage(node: &Node) {
                 break;
             }
             tracing::info!(%topic, readings = n, "retention removed old readings");
-            if n < 5000 {
+            over = node
+                .store
+                .topic_bytes(&topic)
+                .map(|b| b.saturating_sub(retention.max_bytes))
+                .unwrap_or(0);
+            if n < 5000 && over == 0 {
                 break;
             }
         }

@@ -262,7 +262,10 @@ impl Node {
         let t = reading.time as f64 / 1000.0;
         if t >= seen.get() {
             seen.set(t);
-            self.metrics.last_value.get_or_create(&src).set(reading.value);
+            self.metrics
+                .last_value
+                .get_or_create(&src)
+                .set(reading.value);
         }
         self.bus.send(
             &reading.topic,

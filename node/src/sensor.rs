@@ -28,7 +28,11 @@ pub fn open(
     Ok((kind, source))
 }
 
-/// Publishes readings until the task is aborted.
+/// Readings kept in memory while publishing fails (a full disk); the oldest go first beyond it.
+const BACKLOG: usize = 100_000;
+
+/// Publishes readings until the task is aborted; readings that cannot be stored yet (full
+/// disk) wait in a bounded backlog and go out in order once the store accepts writes again.
 pub async fn run(
     node: Node,
     kind: SensorKind,
@@ -39,26 +43,45 @@ pub async fn run(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(sensor = %id, topic = kind.topic(), ?interval, "in-process sensor started");
+    let mut backlog: std::collections::VecDeque<NewReading> = Default::default();
+    let mut dropped = 0u64;
     loop {
         tick.tick().await;
-        let sample = match source.sample(now_ms()) {
-            Ok(Some(s)) => s,
-            Ok(None) => continue,
+        match source.sample(now_ms()) {
+            Ok(Some(sample)) => {
+                if backlog.len() >= BACKLOG {
+                    backlog.pop_front();
+                    dropped += 1;
+                }
+                backlog.push_back(NewReading {
+                    topic: kind.topic().to_string(),
+                    value: sample.value,
+                    unit: Some(kind.unit().to_string()),
+                    source: Some(id.clone()),
+                    time: Some(sample.time_ms),
+                    aqi: sample.aqi,
+                });
+            }
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(sensor = %id, error = %e, "sensor stopped");
                 return;
             }
-        };
-        let new = NewReading {
-            topic: kind.topic().to_string(),
-            value: sample.value,
-            unit: Some(kind.unit().to_string()),
-            source: Some(id.clone()),
-            time: Some(sample.time_ms),
-            aqi: sample.aqi,
-        };
-        if let Err(e) = node.publish_reading(new).await {
-            tracing::warn!(sensor = %id, error = %e, "could not publish a reading");
+        }
+        while let Some(next) = backlog.front() {
+            match node.publish_reading(next.clone()).await {
+                Ok(_) => {
+                    backlog.pop_front();
+                }
+                Err(crate::node::PublishError::Invalid(e)) => {
+                    tracing::warn!(sensor = %id, error = %e, "sensor produced an invalid reading; dropped");
+                    backlog.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(sensor = %id, error = %e, waiting = backlog.len(), dropped, "could not publish; keeping readings until the store accepts them");
+                    break;
+                }
+            }
         }
     }
 }

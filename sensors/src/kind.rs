@@ -1,5 +1,6 @@
-//! The three sensor kinds, their topics and units.
+//! The three sensor kinds: their names, topics, units and physically possible ranges.
 
+use std::fmt;
 use std::str::FromStr;
 
 /// What a sensor measures.
@@ -9,19 +10,24 @@ pub enum SensorKind {
     Temperature,
     /// Relative humidity in %RH.
     Humidity,
-    /// PM2.5 in µg/m³ (with its AQI).
+    /// PM2.5 mass concentration in µg/m³ (readings also carry its US EPA AQI).
     AirQuality,
 }
 
+/// A sensor kind name that is not one of ours.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sensor kind {0:?}: use temperature, humidity or air-quality")]
+pub struct ParseKindError(pub String);
+
 impl SensorKind {
-    /// All kinds.
+    /// All kinds, in topic order.
     pub const ALL: [SensorKind; 3] = [
         SensorKind::Temperature,
         SensorKind::Humidity,
         SensorKind::AirQuality,
     ];
 
-    /// The topic readings go to.
+    /// The gossipsub topic its readings go to.
     pub fn topic(&self) -> &'static str {
         match self {
             SensorKind::Temperature => "temperature",
@@ -38,18 +44,73 @@ impl SensorKind {
             SensorKind::AirQuality => "µg/m³",
         }
     }
+
+    /// The values a node accepts for this kind (inclusive); the same limits as the node's
+    /// validation, so a source can refuse a reading before it is sent and rejected.
+    pub fn range(&self) -> (f64, f64) {
+        match self {
+            // Down to the coldest air ever measured; up to hot hardware (hwmon reads CPUs).
+            SensorKind::Temperature => (-90.0, 150.0),
+            SensorKind::Humidity => (0.0, 100.0),
+            SensorKind::AirQuality => (0.0, 2000.0),
+        }
+    }
+}
+
+impl fmt::Display for SensorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.topic())
+    }
 }
 
 impl FromStr for SensorKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
+    type Err = ParseKindError;
+
+    /// Accepts the topic names and the node's aliases (`temp`, `air`, `aq`, `pm25`, ...).
+    fn from_str(s: &str) -> Result<Self, ParseKindError> {
+        match s.trim().to_ascii_lowercase().as_str() {
             "temperature" | "temp" => Ok(SensorKind::Temperature),
             "humidity" => Ok(SensorKind::Humidity),
-            "air-quality" | "air" | "pm25" => Ok(SensorKind::AirQuality),
-            other => Err(format!(
-                "unknown sensor kind {other:?}: use temperature, humidity or air-quality"
-            )),
+            "air-quality" | "air" | "airquality" | "air_quality" | "aq" | "pm25" | "pm2.5" => {
+                Ok(SensorKind::AirQuality)
+            }
+            _ => Err(ParseKindError(s.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_topics_and_units() {
+        for (name, kind, topic, unit) in [
+            ("temperature", SensorKind::Temperature, "temperature", "°C"),
+            ("temp", SensorKind::Temperature, "temperature", "°C"),
+            ("humidity", SensorKind::Humidity, "humidity", "%RH"),
+            (
+                "air-quality",
+                SensorKind::AirQuality,
+                "air-quality",
+                "µg/m³",
+            ),
+            (
+                " Air-Quality ",
+                SensorKind::AirQuality,
+                "air-quality",
+                "µg/m³",
+            ),
+        ] {
+            let k: SensorKind = name.parse().unwrap();
+            assert_eq!(k, kind);
+            assert_eq!((k.topic(), k.unit()), (topic, unit));
+            assert_eq!(k.to_string().parse::<SensorKind>().unwrap(), k);
+        }
+        let e = "pressure".parse::<SensorKind>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown sensor kind \"pressure\": use temperature, humidity or air-quality"
+        );
     }
 }

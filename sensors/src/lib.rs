@@ -1,14 +1,23 @@
-//! Sensor sources for sensornet: simulated (seedable), Linux hwmon/thermal zones and CSV
-//! replay, plus the bounded on-disk buffer the standalone `sensor` uses while its node is away.
+//! Sensor sources for sensornet — simulated (seedable), Linux sysfs (hwmon, thermal zones,
+//! IIO) and CSV replay — and what the standalone `sensor` process needs to feed a node: the
+//! bounded on-disk buffer, the node API client and the sample-buffer-deliver loop.
 
+#![warn(missing_docs)]
+
+pub mod api;
 pub mod aqi;
 pub mod buffer;
 pub mod csv_replay;
+pub mod error;
 pub mod hwmon;
 pub mod kind;
+pub mod runner;
 pub mod simulated;
 pub mod source;
+pub mod timestamp;
+mod weather;
 
-pub use aqi::pm25_to_aqi;
-pub use kind::SensorKind;
-pub use source::{open_source, Sample, SensorError, Source, SourceSpec};
+pub use aqi::{aqi_category, pm25_to_aqi};
+pub use error::SensorError;
+pub use kind::{ParseKindError, SensorKind};
+pub use source::{open_source, Sample, Source, SourceSpec};

@@ -191,3 +191,60 @@ fn sigkill_during_publishing_loses_no_acknowledged_reading() {
         acked.len()
     );
 }
+
+#[test]
+fn retention_drops_old_readings_by_age_and_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    // By age: a 3 s window.
+    let aged = Daemon::start(
+        dir.path(),
+        "aged",
+        Opts {
+            extra: vec!["--retention".into(), "3s".into()],
+            ..Opts::default()
+        },
+    )
+    .unwrap();
+    for i in 0..5 {
+        aged.publish("temperature", 20.0 + i as f64, "old").unwrap();
+    }
+    assert_eq!(aged.history("temperature").unwrap().len(), 5);
+    eventually(Duration::from_secs(20), "old readings collected", || {
+        Ok(aged.history("temperature")?.is_empty().then_some(()))
+    })
+    .unwrap();
+    // The source's head survives so its chain continues.
+    let v = aged
+        .post_json("reading/pub?topic=temperature&value=30&source=old")
+        .unwrap();
+    assert_eq!(v["Seq"], 6);
+
+    // By bytes: a 2,000-byte budget keeps only the newest readings.
+    let repo = dir.path().join("budget");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(
+        repo.join("config.toml"),
+        "[retention]\nmax_age = \"50s\"\nmax_bytes = 2000\n",
+    )
+    .unwrap();
+    let budget = Daemon::start(dir.path(), "budget", Opts::default()).unwrap();
+    let mut cids = Vec::new();
+    for i in 0..60 {
+        cids.push(
+            budget
+                .publish("humidity", 40.0 + (i % 10) as f64, "b")
+                .unwrap(),
+        );
+    }
+    let kept = eventually(Duration::from_secs(20), "trimmed to the budget", || {
+        let h = budget.history("humidity")?;
+        Ok((h.len() < 60).then_some(h))
+    })
+    .unwrap();
+    assert!(kept.len() <= 20 && !kept.is_empty(), "kept {}", kept.len());
+    assert_eq!(
+        kept.last().unwrap()["cid"],
+        cids[59].as_str(),
+        "the newest stay"
+    );
+}

@@ -12,32 +12,56 @@ use libp2p::swarm::SwarmEvent;
 use libp2p::{noise, tcp, yamux, Multiaddr};
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-    let dials: Vec<Multiaddr> = args.windows(2).filter(|w| w[0] == "--dial").filter_map(|w| w[1].parse().ok()).collect();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dials: Vec<Multiaddr> = args
+        .windows(2)
+        .filter(|w| w[0] == "--dial")
+        .filter_map(|w| w[1].parse().ok())
+        .collect();
     let rate: u64 = get("--rate").and_then(|v| v.parse().ok()).unwrap_or(0);
     let seconds: u64 = get("--seconds").and_then(|v| v.parse().ok()).unwrap_or(0);
     let size: usize = get("--size").and_then(|v| v.parse().ok()).unwrap_or(150);
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )?
         .with_behaviour(|key| {
             let config = gossipsub::ConfigBuilder::default()
                 .heartbeat_interval(Duration::from_millis(700))
                 .build()
                 .expect("config");
-            gossipsub::Behaviour::<gossipsub::IdentityTransform, gossipsub::AllowAllSubscriptionFilter>::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config).expect("gossipsub")
+            gossipsub::Behaviour::<
+                gossipsub::IdentityTransform,
+                gossipsub::AllowAllSubscriptionFilter,
+            >::new(gossipsub::MessageAuthenticity::Signed(key.clone()), config)
+            .expect("gossipsub")
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
         .build();
     let topic = IdentTopic::new("bench");
     swarm.behaviour_mut().subscribe(&topic)?;
-    swarm.listen_on(get("--listen").unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into()).parse()?)?;
+    swarm.listen_on(
+        get("--listen")
+            .unwrap_or_else(|| "/ip4/127.0.0.1/tcp/0".into())
+            .parse()?,
+    )?;
     for d in dials {
         swarm.dial(d)?;
     }

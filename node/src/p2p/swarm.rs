@@ -333,9 +333,8 @@ impl Task {
                 num_established,
                 ..
             } => {
-                if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Ok(()));
-                }
+                // The node hears of the peer before the dialer does (readiness counts on it).
+                let reply = self.dials.remove(&connection_id);
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer joined");
                     self.peers.insert(
@@ -347,6 +346,9 @@ impl Task {
                         },
                     );
                     self.emit(NetEvent::Connected(peer_id));
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
                 }
             }
             SwarmEvent::ConnectionClosed {

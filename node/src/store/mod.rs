@@ -375,6 +375,19 @@ impl Store {
         Ok(out)
     }
 
+    /// Bytes of a topic's indexed readings.
+    pub fn topic_bytes(&self, topic: &str) -> Result<u64, StoreError> {
+        let txn = self.shared.get()?.begin_read()?;
+        let idx = txn.open_table(BY_TIME)?;
+        let start: (&str, u64, &[u8]) = (topic, 0, &[]);
+        let end: (&str, u64, &[u8]) = (topic, u64::MAX, &[0xff; 64]);
+        let mut total = 0;
+        for entry in idx.range(start..=end)? {
+            total += entry?.1.value();
+        }
+        Ok(total)
+    }
+
     /// Topics present in the history index.
     pub fn topics(&self) -> Result<Vec<String>, StoreError> {
         Ok(self

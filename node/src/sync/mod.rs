@@ -105,12 +105,15 @@ impl Sync {
                 changed = bootstrap_done.changed(), if !bootstrap_seen => {
                     if changed.is_err() || *bootstrap_done.borrow() {
                         bootstrap_seen = true;
-                        // Give just-opened connections their heads exchange before counting.
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        me.initial = Some(me.connected.clone());
-                        for p in me.connected.clone() {
-                            me.ask_heads(p);
+                        // The swarm's own list, not our event-fed one: a Connected event may
+                        // still be queued, and its peer must count for the initial catch-up.
+                        let peers = me.node.net.peers().await.unwrap_or_default();
+                        let initial: HashSet<PeerId> = peers.iter().map(|p| p.peer).collect();
+                        for p in &initial {
+                            me.connected.insert(*p);
+                            me.ask_heads(*p);
                         }
+                        me.initial = Some(initial);
                     }
                 }
                 _ = heads_tick.tick() => {
