@@ -172,7 +172,7 @@ impl Node {
         let topic = canonical_topic(topic).to_string();
         if crate::reading::looks_like_reading(&data) {
             let reading = Reading::decode(&data)?;
-            let (cid, _) = (crate::reading::cid_of(crate::reading::DAG_CBOR, &data), ());
+            let cid = crate::reading::cid_of(crate::reading::DAG_CBOR, &data);
             let size = data.len() as u64;
             // Stored as linked only if its chain is here; otherwise peers' catch-up links it.
             let linked = reading
