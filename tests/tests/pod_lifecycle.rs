@@ -64,30 +64,28 @@ fn replacement_pods_turn_ready_caught_up_with_same_or_empty_volume() {
     // Same volume: the StatefulSet's replacement pod mounts the old PVC.
     victim.kill9();
     std::thread::sleep(Duration::from_secs(2)); // readings keep flowing meanwhile
+                                                // What the cluster held when the replacement started is what readiness promises.
+    let before = cids(&seed, "temperature");
     let t0 = Instant::now();
     victim.spawn().unwrap();
     victim.wait_ready(Duration::from_secs(60)).unwrap();
     let same_volume = t0.elapsed();
     let have = cids(&victim, "temperature");
-    let seed_had = cids(&seed, "temperature");
-    let missing = seed_had.difference(&have).count();
-    // Readings published after readiness may still be in flight; everything before is here.
-    assert!(missing <= 3, "ready but {missing} readings behind");
+    let missing = before.difference(&have).count();
+    assert_eq!(missing, 0, "ready but {missing} readings behind");
 
     // Empty volume: a new PVC, a new identity.
     victim.kill9();
     std::thread::sleep(Duration::from_secs(1));
+    let before = cids(&seed, "temperature");
     let t0 = Instant::now();
     let fresh = pod(dir.path(), "sensornet-2-new", &boot, None);
     fresh.wait_ready(Duration::from_secs(60)).unwrap();
     let empty_volume = t0.elapsed();
-    let seed_had = cids(&seed, "temperature");
     let have = cids(&fresh, "temperature");
-    assert!(seed_had.len() > 50);
-    assert!(
-        seed_had.difference(&have).count() <= 3,
-        "fresh pod ready before catching up"
-    );
+    assert!(before.len() > 50);
+    let missing = before.difference(&have).count();
+    assert_eq!(missing, 0, "fresh pod ready {missing} readings behind");
     eventually(Duration::from_secs(10), "fully converged", || {
         let s = cids(&seed, "temperature");
         Ok(s.is_subset(&cids(&fresh, "temperature")).then_some(()))

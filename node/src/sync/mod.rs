@@ -60,6 +60,12 @@ pub struct Sync {
     connected: HashSet<PeerId>,
     /// Peers whose heads the initial catch-up still waits for (None until bootstrap tried).
     initial: Option<HashSet<PeerId>>,
+    /// Heads the peers reported during the initial catch-up that are not linked here yet;
+    /// readiness waits for exactly these, so a node under a steady stream of new readings
+    /// still turns ready, and never before it holds what its peers held when it asked.
+    initial_heads: HashSet<Cid>,
+    /// Failed heads requests per peer during the initial catch-up.
+    heads_failures: HashMap<PeerId, u32>,
     ready: watch::Sender<bool>,
 }
 
@@ -81,6 +87,8 @@ impl Sync {
             fetch_slots: Arc::new(Semaphore::new(MAX_FETCHES)),
             connected: HashSet::new(),
             initial: None,
+            initial_heads: HashSet::new(),
+            heads_failures: HashMap::new(),
             ready,
         };
         me.resume_pending();
@@ -135,7 +143,7 @@ impl Sync {
             return;
         }
         if let Some(initial) = &self.initial {
-            if initial.is_empty() && self.inflight.is_empty() {
+            if initial.is_empty() && self.initial_heads.is_empty() {
                 tracing::info!("catch-up finished; node is ready");
                 self.node.metrics.ready.set(1);
                 let _ = self.ready.send(true);
@@ -342,6 +350,7 @@ impl Sync {
         let mut stack = vec![w];
         while let Some(w) = stack.pop() {
             self.pending.remove(&w.cid);
+            self.initial_heads.remove(&w.cid);
             linked_now.insert(w.cid);
             out.linked.push((w.cid, w.reading.clone(), w.size));
             if let Some(children) = self.waiting.remove(&w.cid) {
@@ -403,10 +412,15 @@ impl Sync {
     }
 
     fn ask_heads(&self, peer: PeerId) {
+        self.ask_heads_after(peer, Duration::ZERO);
+    }
+
+    fn ask_heads_after(&self, peer: PeerId, delay: Duration) {
         let node = self.node.clone();
         let tx = self.internal_tx.clone();
         let topics = self.node.config.topics.clone();
         tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
             let r = match node.net.request(peer, SyncRequest::Heads { topics }).await {
                 Ok(Ok(SyncResponse::Heads(h))) => Ok(h),
                 Ok(Ok(_)) => Err("unexpected answer".to_string()),
@@ -420,20 +434,43 @@ impl Sync {
     async fn internal(&mut self, msg: Internal) {
         match msg {
             Internal::Heads(peer, result) => {
-                if let Some(i) = self.initial.as_mut() {
-                    i.remove(&peer);
-                }
                 let heads = match result {
                     Ok(h) => h,
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "heads exchange failed");
+                        let waiting = self.initial.as_ref().is_some_and(|i| i.contains(&peer));
+                        let failures = {
+                            let f = self.heads_failures.entry(peer).or_insert(0);
+                            *f += 1;
+                            *f
+                        };
+                        if waiting && failures < 5 && self.connected.contains(&peer) {
+                            // Readiness must not come from a failed exchange: ask again.
+                            self.ask_heads_after(peer, Duration::from_millis(500));
+                        } else if let Some(i) = self.initial.as_mut() {
+                            i.remove(&peer);
+                        }
                         return;
                     }
                 };
+                let counts_for_ready = self.initial.as_ref().is_some_and(|i| i.contains(&peer))
+                    && !*self.ready.borrow();
                 for h in heads {
                     let Ok(cid) = Cid::try_from(h.cid.as_slice()) else {
                         continue;
                     };
+                    if counts_for_ready && !self.node.store.is_linked(&cid).unwrap_or(false) {
+                        let ours = self
+                            .node
+                            .store
+                            .head(&h.topic, &h.source)
+                            .ok()
+                            .flatten()
+                            .map_or(0, |x| x.seq);
+                        if h.seq > ours {
+                            self.initial_heads.insert(cid);
+                        }
+                    }
                     if self.pending.contains(&cid)
                         || self.inflight.contains_key(&cid)
                         || self.node.store.is_linked(&cid).unwrap_or(false)
@@ -452,6 +489,9 @@ impl Sync {
                         self.start_fetch(cid, ours, &h.topic, h.seq - ours, peer);
                     }
                 }
+                if let Some(i) = self.initial.as_mut() {
+                    i.remove(&peer);
+                }
             }
             Internal::Fetched(f) => self.fetched(f).await,
         }
@@ -460,6 +500,10 @@ impl Sync {
     /// Links a fetched chain oldest first, then whatever was waiting on its newest block.
     async fn fetched(&mut self, f: Fetched) {
         self.inflight.remove(&f.target);
+        if !f.complete && f.blocks.is_empty() {
+            // Nobody could supply it: readiness does not wait for the impossible.
+            self.initial_heads.remove(&f.target);
+        }
         if !f.complete {
             self.node.metrics.catchup_gaps.inc();
             tracing::warn!(target = %f.target, got = f.blocks.len(), "no peer holds the rest of this chain; delivering what arrived with a gap");
