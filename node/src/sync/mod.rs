@@ -28,8 +28,6 @@ use protocol::{SyncRequest, SyncResponse};
 const MAX_INGEST_BATCH: usize = 1024;
 /// Chain fetches running at once.
 const MAX_FETCHES: usize = 8;
-/// How long a gap seen in gossip may heal by itself before its chain is fetched.
-const GOSSIP_GRACE: Duration = Duration::from_millis(250);
 /// How often heads are compared with every peer (heals partitions for quiet sources).
 const HEADS_EVERY: Duration = Duration::from_secs(15);
 
@@ -314,15 +312,12 @@ impl Sync {
                 .flatten()
                 .map(|h| h.seq)
                 .unwrap_or(0);
-            // Out-of-order gossip is common in a large mesh: the missing reading usually
-            // arrives on another path within milliseconds, so wait briefly before fetching.
-            self.start_fetch_after(
+            self.start_fetch(
                 prev,
                 stop_seq,
                 &child.topic,
                 child.seq.saturating_sub(stop_seq + 1),
                 via,
-                GOSSIP_GRACE,
             );
         }
     }
@@ -366,18 +361,6 @@ impl Sync {
     }
 
     fn start_fetch(&mut self, target: Cid, stop_seq: u64, topic: &str, expected: u64, via: PeerId) {
-        self.start_fetch_after(target, stop_seq, topic, expected, via, Duration::ZERO);
-    }
-
-    fn start_fetch_after(
-        &mut self,
-        target: Cid,
-        stop_seq: u64,
-        topic: &str,
-        expected: u64,
-        via: PeerId,
-        delay: Duration,
-    ) {
         if self.inflight.contains_key(&target) {
             return;
         }
@@ -395,7 +378,6 @@ impl Sync {
         let slots = self.fetch_slots.clone();
         tracing::info!(%target, stop_seq, "catch-up started");
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
             let _permit = slots.acquire().await;
             let fetched = fetch::fetch_chain(&node, want).await;
             let _ = tx.send(Internal::Fetched(fetched)).await;
@@ -531,10 +513,6 @@ impl Sync {
         let mut linked_now = HashSet::new();
         let count = f.blocks.len();
         for (cid, reading, bytes) in f.blocks.into_iter().rev() {
-            // Gossip may have brought and linked it while the fetch ran: deliver once.
-            if linked_now.contains(&cid) || self.node.store.is_linked(&cid).unwrap_or(false) {
-                continue;
-            }
             out.blocks.push((cid, bytes.clone()));
             let w = Waiting {
                 cid,
