@@ -63,7 +63,7 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
             .listen_on(addr.clone())
             .with_context(|| format!("cannot listen on {addr}; is the port in use?"))?;
     }
-    let (net, events) = p2p::swarm::spawn(swarm, libp2p_metrics);
+    let (net, events, requests) = p2p::swarm::spawn(swarm, libp2p_metrics);
 
     let (ready_tx, ready_rx) = watch::channel(false);
     let default_source = hostname();
@@ -147,6 +147,7 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
         boot_tx,
     ));
     let sync = tokio::spawn(Sync::run(node.clone(), events, boot_rx, ready_tx));
+    let server = tokio::spawn(crate::sync::serve::run(node.clone(), requests));
     let housekeeping = tokio::spawn(housekeeping(node.clone(), repo.clone()));
     let sensor = match &config.sensor {
         Some(s) => {
@@ -185,6 +186,7 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
         discovery.abort();
         net.shutdown().await;
         sync.abort();
+        server.abort();
         housekeeping.abort();
         let _ = metrics_task.await;
     };

@@ -318,7 +318,8 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if std::thread::panicking() {
+        // SENSORNET_TEST_LOGS=1 shows every daemon's log, also for tests that pass.
+        if std::thread::panicking() || std::env::var_os("SENSORNET_TEST_LOGS").is_some() {
             eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
         }
     }

@@ -4,4 +4,4 @@ pub mod discovery;
 pub mod swarm;
 pub mod transport;
 
-pub use swarm::{Handle, Inbound, NetEvent, PeerInfo};
+pub use swarm::{Handle, Inbound, InboundRequest, NetEvent, PeerInfo};

@@ -16,6 +16,8 @@ use crate::sync::protocol::{SyncRequest, SyncResponse};
 
 /// Depth of the command and event channels.
 const CHANNEL: usize = 8192;
+/// Inbound sync requests queued for the server.
+const INBOUND_REQUESTS: usize = 512;
 
 /// A gossip message handed to the node for validation.
 #[derive(Debug)]
@@ -43,15 +45,17 @@ pub enum NetEvent {
     Connected(PeerId),
     /// Last connection to a peer closed.
     Disconnected(PeerId),
-    /// A peer asks for heads or blocks.
-    SyncRequest {
-        /// Asking peer.
-        peer: PeerId,
-        /// The request.
-        request: SyncRequest,
-        /// Where the answer goes.
-        channel: ResponseChannel<SyncResponse>,
-    },
+}
+
+/// A peer asks for heads or blocks. These travel apart from gossip so that a node busy
+/// ingesting a flood still answers its peers' catch-up within their request timeout.
+pub struct InboundRequest {
+    /// Asking peer.
+    pub peer: PeerId,
+    /// The request.
+    pub request: SyncRequest,
+    /// Where the answer goes.
+    pub channel: ResponseChannel<SyncResponse>,
 }
 
 /// A connected peer.
@@ -175,27 +179,34 @@ impl Handle {
 pub fn spawn(
     swarm: Swarm<Behaviour>,
     metrics: Libp2pMetrics,
-) -> (Handle, mpsc::Receiver<NetEvent>) {
+) -> (
+    Handle,
+    mpsc::Receiver<NetEvent>,
+    mpsc::Receiver<InboundRequest>,
+) {
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (ev_tx, ev_rx) = mpsc::channel(CHANNEL);
+    let (req_tx, req_rx) = mpsc::channel(INBOUND_REQUESTS);
     let local = *swarm.local_peer_id();
     let task = Task {
         swarm,
         metrics,
         events: ev_tx,
+        inbound: req_tx,
         peers: HashMap::new(),
         dials: HashMap::new(),
         requests: HashMap::new(),
         listen_addrs: Vec::new(),
     };
     tokio::spawn(task.run(rx));
-    (Handle { tx, local }, ev_rx)
+    (Handle { tx, local }, ev_rx, req_rx)
 }
 
 struct Task {
     swarm: Swarm<Behaviour>,
     metrics: Libp2pMetrics,
     events: mpsc::Sender<NetEvent>,
+    inbound: mpsc::Sender<InboundRequest>,
     peers: HashMap<PeerId, PeerInfo>,
     dials: HashMap<libp2p::swarm::ConnectionId, Reply<Result<(), String>>>,
     requests: HashMap<OutboundRequestId, Reply<Result<SyncResponse, String>>>,
@@ -433,11 +444,17 @@ impl Task {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
                     request, channel, ..
-                } => self.emit(NetEvent::SyncRequest {
-                    peer,
-                    request,
-                    channel,
-                }),
+                } => {
+                    let r = InboundRequest {
+                        peer,
+                        request,
+                        channel,
+                    };
+                    if self.inbound.try_send(r).is_err() {
+                        // The asker times out and retries, or asks another peer.
+                        tracing::warn!(%peer, "too many sync requests queued; dropped one");
+                    }
+                }
                 request_response::Message::Response {
                     request_id,
                     response,

@@ -1,5 +1,13 @@
 //! Fetches a source's missing chain by CID from peers, verifying that every block hashes to
 //! the CID that asked for it; a peer that lies is penalised and the next one is asked.
+//!
+//! A peer that answers "I don't have it" is final for that block; a request that fails
+//! (timeout, closed connection, busy peer) is not: the walk backs off and asks again, with
+//! any peer that connected meanwhile, before it settles for a gap. A loaded cluster must not
+//! turn a slow answer into a hole.
+
+use std::collections::HashSet;
+use std::time::Duration;
 
 use cid::Cid;
 use libp2p::PeerId;
@@ -8,6 +16,11 @@ use serde_bytes::ByteBuf;
 use super::protocol::{ChainEnd, SyncRequest, SyncResponse, MAX_CHAIN_BLOCKS};
 use crate::node::Node;
 use crate::reading::{verify_cid, Reading};
+
+/// Rounds of failed requests retried before a gap is accepted (backoff 0.5 s doubling: ~60 s).
+const RETRY_ROUNDS: u32 = 7;
+/// First retry delay.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What to fetch.
 #[derive(Debug, Clone)]
@@ -33,86 +46,136 @@ pub struct Fetched {
     pub complete: bool,
 }
 
+/// One peer's answer to "blocks from `cid` back".
+enum Answer {
+    /// Verified blocks newest first, and where the walk goes on (None: done).
+    Blocks(Vec<(Cid, Reading, Vec<u8>)>, Option<Cid>, ChainEnd),
+    /// The peer does not hold `cid`.
+    Lacks,
+    /// The request failed; the peer may answer later.
+    Failed,
+    /// The node is shutting down.
+    Stopped,
+}
+
 /// Walks back from `want.target` until the chain meets what we have, the horizon or the start.
 pub async fn fetch_chain(node: &Node, want: Want) -> Fetched {
     let mut blocks: Vec<(Cid, Reading, Vec<u8>)> = Vec::new();
     let mut next = Some(want.target);
     let mut peers = want.peers.clone();
+    // Peers that said they lack `next` (reset whenever the walk moves on).
+    let mut lacking: HashSet<PeerId> = HashSet::new();
+    let mut rounds = 0;
     let mut complete = true;
     'walk: while let Some(cid) = next {
         if node.store.is_linked(&cid).unwrap_or(false) {
             break;
         }
-        loop {
-            let Some(&peer) = peers.first() else {
-                complete = false;
-                break 'walk;
-            };
-            let req = SyncRequest::Chain {
-                from: ByteBuf::from(cid.to_bytes()),
-                stop_seq: want.stop_seq,
-                min_time: want.min_time,
-                max: MAX_CHAIN_BLOCKS,
-            };
-            let resp = match node.net.request(peer, req).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "chain request failed; trying another peer");
-                    peers.remove(0);
-                    continue;
-                }
-                Err(_) => {
+        // With nobody connected, wait for someone rather than call it a gap.
+        let mut failed = peers.is_empty();
+        for &peer in &peers {
+            if lacking.contains(&peer) {
+                continue;
+            }
+            match ask(node, peer, cid, &want).await {
+                Answer::Stopped => {
                     complete = false;
                     break 'walk;
                 }
-            };
-            let SyncResponse::Chain { blocks: got, end } = resp else {
-                peers.remove(0);
-                continue;
-            };
-            if got.is_empty() {
-                peers.remove(0);
-                continue;
-            }
-            let mut expect = cid;
-            let mut last_prev = None;
-            for b in got {
-                let b = b.into_vec();
-                let reading = if verify_cid(&expect, &b) {
-                    Reading::decode(&b).ok()
-                } else {
-                    None
-                };
-                let Some(reading) = reading else {
-                    node.metrics.bad_blocks.inc();
-                    node.net.penalize(peer).await;
-                    peers.remove(0);
+                Answer::Failed => failed = true,
+                Answer::Lacks => {
+                    lacking.insert(peer);
+                }
+                Answer::Blocks(got, more, end) => {
+                    let moved = !got.is_empty();
+                    blocks.extend(got);
+                    rounds = 0;
+                    if moved {
+                        lacking.clear();
+                    }
+                    if end == ChainEnd::Missing || !moved {
+                        // This peer's copy has a hole (or a bad block) here; ask the others.
+                        lacking.insert(peer);
+                    }
+                    next = more;
                     continue 'walk;
-                };
-                node.metrics.catchup_fetched.inc();
-                last_prev = reading.prev;
-                blocks.push((expect, reading, b));
-                match last_prev {
-                    Some(p) => expect = p,
-                    None => break,
                 }
             }
-            next = match (end, last_prev) {
-                (_, None) => None,
-                (ChainEnd::Done, _) => None,
-                (ChainEnd::Limit, Some(p)) => Some(p),
-                (ChainEnd::Missing, Some(p)) => {
-                    // This peer's copy has a hole; ask the others from where it stopped.
-                    peers.remove(0);
-                    Some(p)
-                }
-            };
-            break;
         }
+        if failed && rounds < RETRY_ROUNDS {
+            tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(rounds)).await;
+            rounds += 1;
+            // Peers that connected meanwhile may hold it.
+            for p in node.net.peers().await.unwrap_or_default() {
+                if !peers.contains(&p.peer) {
+                    peers.push(p.peer);
+                }
+            }
+            continue;
+        }
+        complete = false;
+        break;
     }
     Fetched {
         target: want.target,
         blocks,
         complete,
     }
+}
+
+/// Asks one peer for the chain from `cid` and verifies what comes back.
+async fn ask(node: &Node, peer: PeerId, cid: Cid, want: &Want) -> Answer {
+    let req = SyncRequest::Chain {
+        from: ByteBuf::from(cid.to_bytes()),
+        stop_seq: want.stop_seq,
+        min_time: want.min_time,
+        max: MAX_CHAIN_BLOCKS,
+    };
+    let (got, end) = match node.net.request(peer, req).await {
+        Err(_) => return Answer::Stopped,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "chain request failed; will retry");
+            return Answer::Failed;
+        }
+        Ok(Ok(SyncResponse::Chain { blocks, end })) => (blocks, end),
+        Ok(Ok(SyncResponse::Error(e))) => {
+            tracing::debug!(%peer, error = %e, "peer could not serve the chain; will retry");
+            return Answer::Failed;
+        }
+        Ok(Ok(SyncResponse::Heads(_))) => return Answer::Lacks,
+    };
+    if got.is_empty() {
+        return if end == ChainEnd::Done {
+            // The walk ended before `cid` itself: at our stop or the horizon.
+            Answer::Blocks(Vec::new(), None, ChainEnd::Done)
+        } else {
+            Answer::Lacks
+        };
+    }
+    let mut out = Vec::with_capacity(got.len());
+    let mut expect = cid;
+    for b in got {
+        let b = b.into_vec();
+        let reading = verify_cid(&expect, &b)
+            .then(|| Reading::decode(&b).ok())
+            .flatten();
+        let Some(reading) = reading else {
+            node.metrics.bad_blocks.inc();
+            node.net.penalize(peer).await;
+            // Keep what verified; the rest comes from someone else.
+            return Answer::Blocks(out, Some(expect), ChainEnd::Missing);
+        };
+        node.metrics.catchup_fetched.inc();
+        let prev = reading.prev;
+        out.push((expect, reading, b));
+        match prev {
+            Some(p) => expect = p,
+            None => return Answer::Blocks(out, None, ChainEnd::Done),
+        }
+    }
+    let more = match end {
+        ChainEnd::Done => None,
+        ChainEnd::Limit | ChainEnd::Missing => Some(expect),
+    };
+    Answer::Blocks(out, more, end)
 }

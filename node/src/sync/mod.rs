@@ -197,11 +197,6 @@ impl Sync {
                     i.remove(&p);
                 }
             }
-            NetEvent::SyncRequest {
-                request, channel, ..
-            } => {
-                tokio::spawn(serve::answer(self.node.clone(), request, channel));
-            }
         }
     }
 

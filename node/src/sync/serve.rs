@@ -1,10 +1,32 @@
 //! Answers peers' sync requests from the store (off the async workers: chain walks read disk).
 
+use std::sync::Arc;
+
 use libp2p::request_response::ResponseChannel;
 use serde_bytes::ByteBuf;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, MAX_CHAIN_BLOCKS};
 use crate::node::Node;
+use crate::p2p::InboundRequest;
+
+/// Requests answered at once; more wait in the queue (bounded by the swarm).
+const CONCURRENT_ANSWERS: usize = 16;
+
+/// Answers peers' requests until the swarm stops.
+pub async fn run(node: Node, mut requests: mpsc::Receiver<InboundRequest>) {
+    let slots = Arc::new(Semaphore::new(CONCURRENT_ANSWERS));
+    while let Some(r) = requests.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            answer(node, r.request, r.channel).await;
+            drop(permit);
+        });
+    }
+}
 
 /// Computes the answer and sends it back through the swarm.
 pub async fn answer(node: Node, request: SyncRequest, channel: ResponseChannel<SyncResponse>) {
