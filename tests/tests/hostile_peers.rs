@@ -31,7 +31,7 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
         let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
         (child, id, log)
     };
-    const MODES: [&str; 8] = [
+    const MODES: [&str; 9] = [
         "payloads:not-cbor",
         "payloads:bad-reading",
         "payloads:wrong-topic",
@@ -40,7 +40,9 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
         "payloads:topic-flood",
         "unsigned",
         "badblocks",
+        "replay",
     ];
+    const REPLAY: usize = 8;
     let attackers = MODES.map(spawn);
 
     // The honest publisher keeps going through the attack.
@@ -56,7 +58,8 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
         if i % 10 == 0 {
             let peers = victim.post_json("swarm/peers").unwrap();
             for p in peers["Peers"].as_array().unwrap() {
-                if attackers.iter().take(4).any(|a| p["Peer"] == a.1.as_str()) {
+                let scored = attackers.iter().take(4).chain([&attackers[REPLAY]]);
+                if scored.into_iter().any(|a| p["Peer"] == a.1.as_str()) {
                     if let Some(s) = p["Score"].as_f64() {
                         scores.push(s);
                     }
@@ -89,18 +92,46 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
             n.name
         );
     }
+    // The replayer's hand-built gossip is well formed: its fresh readings are accepted, the
+    // ones signed with long-used seqnos are not.
+    let hist = victim.history("temperature").unwrap();
+    let from = |source: &str| hist.iter().filter(|r| r["source"] == source).count();
+    assert_eq!(
+        from("replay-fresh"),
+        5,
+        "fresh hand-built readings accepted"
+    );
+    assert_eq!(from("replay-stale"), 0, "replayed seqnos refused");
     let (_, m) = victim.get_metrics("/metrics").unwrap();
     // One attacker per kind: peer scoring graylists each after its first invalid messages.
-    let counted: Vec<&str> = ["not-cbor", "bad-reading", "wrong-topic", "not-a-reading"]
-        .into_iter()
-        .filter(|reason| metric_sum(&m, &format!("sensornet_readings_rejected_total{{topic=\"temperature\",reason=\"{reason}\"}}"))
-            + metric_sum(&m, &format!("sensornet_readings_rejected_total{{topic=\"humidity\",reason=\"{reason}\"}}"))
-            + metric_sum(&m, &format!("sensornet_readings_rejected_total{{topic=\"air-quality\",reason=\"{reason}\"}}"))
-            > 0.0)
-        .collect();
+    let counted: Vec<&str> = [
+        "not-cbor",
+        "bad-reading",
+        "wrong-topic",
+        "not-a-reading",
+        "replayed-seqno",
+    ]
+    .into_iter()
+    .filter(|reason| {
+        metric_sum(
+            &m,
+            &format!(
+                "sensornet_readings_rejected_total{{topic=\"temperature\",reason=\"{reason}\"}}"
+            ),
+        ) + metric_sum(
+            &m,
+            &format!("sensornet_readings_rejected_total{{topic=\"humidity\",reason=\"{reason}\"}}"),
+        ) + metric_sum(
+            &m,
+            &format!(
+                "sensornet_readings_rejected_total{{topic=\"air-quality\",reason=\"{reason}\"}}"
+            ),
+        ) > 0.0
+    })
+    .collect();
     assert_eq!(
         counted.len(),
-        4,
+        5,
         "rejections counted by reason: {counted:?}"
     );
     let invalid = metric_sum(&m, "libp2p_gossipsub_invalid_messages_per_topic_total");

@@ -4,6 +4,7 @@
 
 pub mod fetch;
 pub mod protocol;
+pub mod replay;
 pub mod serve;
 
 use std::collections::{HashMap, HashSet};
@@ -67,6 +68,7 @@ pub struct Sync {
     /// Failed heads requests per peer during the initial catch-up.
     heads_failures: HashMap<PeerId, u32>,
     ready: watch::Sender<bool>,
+    replay: replay::ReplayGuard,
 }
 
 impl Sync {
@@ -90,6 +92,7 @@ impl Sync {
             initial_heads: HashSet::new(),
             heads_failures: HashMap::new(),
             ready,
+            replay: replay::ReplayGuard::default(),
         };
         me.resume_pending();
         let mut heads_tick = tokio::time::interval(HEADS_EVERY);
@@ -203,7 +206,13 @@ impl Sync {
     /// Checks a gossip message and reports the verdict to gossipsub; readings go on to ingest.
     async fn validate(&mut self, m: &Inbound) -> Option<Reading> {
         let topic = canonical_topic(&m.topic).to_string();
-        let verdict = if looks_like_reading(&m.data) {
+        let replayed = match (m.from, m.seqno) {
+            (Some(from), Some(seqno)) => self.replay.check(from, seqno) != replay::Seen::Fresh,
+            _ => false,
+        };
+        let verdict = if replayed {
+            Err("replayed-seqno")
+        } else if looks_like_reading(&m.data) {
             match Reading::decode(&m.data) {
                 Ok(r) if r.topic == topic => Ok(Some(r)),
                 Ok(_) => Err("wrong-topic"),
@@ -508,6 +517,10 @@ impl Sync {
         let mut linked_now = HashSet::new();
         let count = f.blocks.len();
         for (cid, reading, bytes) in f.blocks.into_iter().rev() {
+            // Gossip may have brought and linked it while the fetch ran: deliver it once.
+            if linked_now.contains(&cid) || self.node.store.is_linked(&cid).unwrap_or(false) {
+                continue;
+            }
             out.blocks.push((cid, bytes.clone()));
             let w = Waiting {
                 cid,

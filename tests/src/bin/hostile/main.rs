@@ -1,9 +1,10 @@
-//! A hostile rust-libp2p peer for the tests: dials a node and misbehaves in one of three ways.
+//! A hostile rust-libp2p peer for the tests: dials a node and misbehaves in one of four ways.
 //!   hostile-peer MULTIADDR payloads:KIND   signed gossip of one bad kind: not-cbor, bad-reading,
 //!                                     wrong-topic, oversized, truncated, topic-flood
 //!   hostile-peer MULTIADDR unsigned   messages without signatures
 //!   hostile-peer MULTIADDR badblocks  answers the node's sync requests with blocks that do not
 //!                                     hash to their CID
+//!   hostile-peer MULTIADDR replay     signed gossip with fresh, then long-used seqnos (replay.rs)
 //! Prints `peer <id>` first, then one line per action; runs for the given seconds (default 8).
 
 use std::time::Duration;
@@ -15,6 +16,8 @@ use libp2p::{identify, noise, request_response, tcp, yamux, Multiaddr, StreamPro
 use sensornet::reading::Reading;
 use sensornet::sync::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, PROTOCOL};
 use serde_bytes::ByteBuf;
+
+mod replay;
 
 #[derive(NetworkBehaviour)]
 struct Hostile {
@@ -47,6 +50,9 @@ async fn main() -> anyhow::Result<()> {
         .parse()?;
     let mode = args.get(2).cloned().unwrap_or_else(|| "payloads".into());
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8);
+    if mode == "replay" {
+        return replay::run(target, secs).await;
+    }
     let unsigned = mode == "unsigned";
     let mut swarm = libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
