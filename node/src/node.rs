@@ -143,13 +143,17 @@ impl Node {
         }
         let (cid, bytes) = reading.encode();
         let size = bytes.len() as u64;
-        self.store
-            .write(Batch {
+        let committed = self
+            .store
+            .submit(Batch {
                 blocks: vec![(cid, bytes.clone())],
                 linked: vec![(cid, reading.clone(), size)],
                 ..Batch::default()
             })
             .await?;
+        // Gossip goes out while the commit runs, still in per-source order (under the lock);
+        // the publisher's answer waits for the commit. Should the node die before it commits,
+        // peers hold the reading and the restarted node fetches it back with the heads.
         let data = Arc::new(bytes);
         match self.net.publish(&reading.topic, data.to_vec()).await {
             Ok(Ok(())) => {}
@@ -158,6 +162,7 @@ impl Node {
             }
             Err(_) => return Err(PublishError::Stopped),
         }
+        committed.wait().await?;
         self.metrics
             .published
             .get_or_create(&Metrics::topic(&reading.topic))

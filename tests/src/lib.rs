@@ -325,6 +325,14 @@ impl Drop for Daemon {
     }
 }
 
+/// A TCP port free on loopback right now (for programs that cannot report the one they bound).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding a loopback port")
+}
+
 /// A blocking HTTP client with sane timeouts.
 pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()

@@ -4,15 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sensornet_tests::{bin, eventually, Daemon, Opts};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use sensornet_tests::{bin, eventually, free_port, Daemon, Opts};
 
 #[test]
 fn separate_sensor_survives_a_node_restart_without_loss() {

@@ -11,7 +11,7 @@ use cid::Cid;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::reading::Reading;
-pub use writer::Batch;
+pub use writer::{Batch, Committed};
 
 /// CID bytes → block bytes (any block: readings, `block/put`, `dag/put`).
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
@@ -190,7 +190,13 @@ impl Store {
 
     /// Applies a batch durably; returns once it is on disk.
     pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
-        self.writer.write(batch).await
+        self.writer.submit(batch).await?.wait().await
+    }
+
+    /// Queues a batch and returns without waiting for the commit: batches commit in the
+    /// order they were queued.
+    pub async fn submit(&self, batch: Batch) -> Result<Committed, StoreError> {
+        self.writer.submit(batch).await
     }
 
     /// Stops the writer after the queued batches are committed, and waits for it.

@@ -32,6 +32,16 @@ pub struct Batch {
 
 type Job = (Batch, oneshot::Sender<Result<(), StoreError>>);
 
+/// A queued batch; awaiting it waits for its durable commit.
+pub struct Committed(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Committed {
+    /// Waits until the batch is durable (or failed).
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
 #[derive(Clone)]
 pub(super) struct Writer {
     tx: mpsc::SyncSender<Option<Job>>,
@@ -51,7 +61,8 @@ impl Writer {
         }
     }
 
-    pub(super) async fn write(&self, batch: Batch) -> Result<(), StoreError> {
+    /// Queues a batch behind those already queued; the receiver answers once it is committed.
+    pub(super) async fn submit(&self, batch: Batch) -> Result<Committed, StoreError> {
         let (done_tx, done_rx) = oneshot::channel();
         let tx = self.tx.clone();
         // A full queue blocks: do that off the async workers.
@@ -59,7 +70,7 @@ impl Writer {
             .await
             .map_err(|_| StoreError::Closed)?
             .map_err(|_| StoreError::Closed)?;
-        done_rx.await.map_err(|_| StoreError::Closed)?
+        Ok(Committed(done_rx))
     }
 
     pub(super) fn shutdown(&self) {

@@ -299,23 +299,19 @@ impl Sync {
                 self.waiting.entry(prev).or_default().push(w);
             }
         }
-        if let Err(e) = self.node.store.write(out).await {
-            tracing::error!(error = %e, "could not store received readings; peers will resend them on catch-up");
-            return;
-        }
+        // Subscribers get gossip before this node's own commit: the publisher acknowledged
+        // the reading only once it was durable there, so a crash here loses nothing (catch-up
+        // refetches it), and the delay is one fsync shorter.
         for w in deliver {
             self.node
                 .deliver(w.cid, &w.reading, false, w.from, w.seqno, w.data);
         }
+        if let Err(e) = self.node.store.write(out).await {
+            tracing::error!(error = %e, "could not store received readings; peers will resend them on catch-up");
+            return;
+        }
         for (prev, child, via) in fetch {
-            let stop_seq = self
-                .node
-                .store
-                .head(&child.topic, &child.source)
-                .ok()
-                .flatten()
-                .map(|h| h.seq)
-                .unwrap_or(0);
+            let stop_seq = self.head_seq(&child.topic, &child.source);
             self.start_fetch(
                 prev,
                 stop_seq,
@@ -324,6 +320,16 @@ impl Sync {
                 via,
             );
         }
+    }
+
+    /// The newest seq of a source held here (0 for none).
+    fn head_seq(&self, topic: &str, source: &str) -> u64 {
+        self.node
+            .store
+            .head(topic, source)
+            .ok()
+            .flatten()
+            .map_or(0, |h| h.seq)
     }
 
     fn is_linkable(&self, r: &Reading, linked_now: &HashSet<Cid>) -> bool {
@@ -397,14 +403,7 @@ impl Sync {
             .filter_map(|(prev, ws)| ws.first().map(|w| (*prev, w.reading.clone())))
             .collect();
         for (prev, child) in orphans {
-            let stop = self
-                .node
-                .store
-                .head(&child.topic, &child.source)
-                .ok()
-                .flatten()
-                .map(|h| h.seq)
-                .unwrap_or(0);
+            let stop = self.head_seq(&child.topic, &child.source);
             self.start_fetch(
                 prev,
                 stop,
@@ -464,13 +463,7 @@ impl Sync {
                         continue;
                     };
                     if counts_for_ready && !self.node.store.is_linked(&cid).unwrap_or(false) {
-                        let ours = self
-                            .node
-                            .store
-                            .head(&h.topic, &h.source)
-                            .ok()
-                            .flatten()
-                            .map_or(0, |x| x.seq);
+                        let ours = self.head_seq(&h.topic, &h.source);
                         if h.seq > ours {
                             self.initial_heads.insert(cid);
                         }
@@ -481,14 +474,7 @@ impl Sync {
                     {
                         continue;
                     }
-                    let ours = self
-                        .node
-                        .store
-                        .head(&h.topic, &h.source)
-                        .ok()
-                        .flatten()
-                        .map(|x| x.seq)
-                        .unwrap_or(0);
+                    let ours = self.head_seq(&h.topic, &h.source);
                     if h.seq > ours {
                         self.start_fetch(cid, ours, &h.topic, h.seq - ours, peer);
                     }
