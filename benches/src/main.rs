@@ -63,15 +63,25 @@ fn metric(node: &Daemon, name: &str) -> f64 {
 
 /// Starts `n` nodes (the others bootstrap from the first) and waits for the mesh.
 fn mesh(dir: &std::path::Path, n: usize) -> anyhow::Result<Vec<Daemon>> {
+    // Each node bootstraps from the first and the five before it, as pods do from a headless
+    // Service's DNS name (every pod's address). With the first one alone the cluster is a
+    // star: the hub keeps ~8 of its peers in its gossip mesh and reaches the rest only by
+    // IHAVE gossip on heartbeats, seconds later (see docs/performance.md).
     let first = Daemon::start(dir, "b0", Opts::default())?;
-    let boot = vec![first.swarm.clone()];
     let mut nodes = vec![first];
     for i in 1..n {
+        let mut boot: Vec<String> = nodes[i.saturating_sub(5)..]
+            .iter()
+            .map(|d| d.swarm.clone())
+            .collect();
+        if i > 5 {
+            boot.push(nodes[0].swarm.clone());
+        }
         nodes.push(Daemon::start(
             dir,
             &format!("b{i}"),
             Opts {
-                bootstrap: boot.clone(),
+                bootstrap: boot,
                 ..Opts::default()
             },
         )?);
