@@ -105,10 +105,20 @@ pub async fn fetch_chain(node: &Node, want: Want) -> Fetched {
         if failed && rounds < RETRY_ROUNDS {
             tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(rounds)).await;
             rounds += 1;
-            // Peers that connected meanwhile may hold it.
-            for p in node.net.peers().await.unwrap_or_default() {
-                if !peers.contains(&p.peer) {
-                    peers.push(p.peer);
+            // Ask who is connected now: peers that left (or were blacklisted) drop out, peers
+            // that connected meanwhile may hold it.
+            let now: Vec<PeerId> = node
+                .net
+                .peers()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.peer)
+                .collect();
+            peers.retain(|p| now.contains(p));
+            for p in now {
+                if !peers.contains(&p) {
+                    peers.push(p);
                 }
             }
             continue;
