@@ -137,6 +137,15 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
         crate::health::router(registry, ready_rx.clone()),
         stop_rx.clone(),
     ));
+    crate::repo::DaemonInfo {
+        pid: std::process::id(),
+        id: peer_id.to_string(),
+        swarm: listening.iter().map(ToString::to_string).collect(),
+        api: socket_to_multiaddr(&api_addr),
+        metrics: socket_to_multiaddr(&metrics_addr),
+    }
+    .write(&repo)
+    .with_context(|| format!("cannot write {}", repo.daemon_file().display()))?;
     std::fs::write(repo.api_file(), socket_to_multiaddr(&api_addr))
         .with_context(|| format!("cannot write {}", repo.api_file().display()))?;
 
@@ -199,6 +208,7 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
     // Every acknowledged write is already durable; this waits for queued ones.
     store.shutdown();
     let _ = std::fs::remove_file(repo.api_file());
+    let _ = std::fs::remove_file(repo.daemon_file());
     println!("Daemon stopped");
     Ok(())
 }

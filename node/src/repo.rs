@@ -69,6 +69,10 @@ impl Repo {
     pub fn api_file(&self) -> PathBuf {
         self.root.join("api")
     }
+    /// `daemon.json`: the running daemon's [`DaemonInfo`] (peer id, every address, pid).
+    pub fn daemon_file(&self) -> PathBuf {
+        self.root.join("daemon.json")
+    }
     /// `swarm.key`: the private-network key, if the swarm is private.
     pub fn swarm_key_path(&self) -> PathBuf {
         self.root.join("swarm.key")
@@ -126,6 +130,42 @@ impl Repo {
     }
 }
 
+/// What a running daemon writes to `REPO/daemon.json` once every listener is bound (before
+/// the `api` file, so a present `api` file means this one is complete); removed at exit.
+/// Scripts and the test harness read it instead of scraping the daemon's output.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DaemonInfo {
+    /// The daemon's process id (tells a stale file from a crashed run apart).
+    pub pid: u32,
+    /// Peer id.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Swarm listen addresses, without `/p2p/…`.
+    pub swarm: Vec<String>,
+    /// API multiaddr.
+    #[serde(rename = "API")]
+    pub api: String,
+    /// Metrics/health multiaddr.
+    pub metrics: String,
+}
+
+impl DaemonInfo {
+    /// Writes the file atomically (temporary file, then rename).
+    pub fn write(&self, repo: &Repo) -> std::io::Result<()> {
+        let tmp = repo.root.join(".daemon.json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        fs::write(&tmp, text)?;
+        fs::rename(&tmp, repo.daemon_file())
+    }
+
+    /// Reads the file of a running (or crashed) daemon.
+    pub fn read(repo: &Repo) -> Option<DaemonInfo> {
+        let text = fs::read_to_string(repo.daemon_file()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
 /// `/ip4/127.0.0.1/tcp/5001` → `127.0.0.1:5001` (also `/ip6/…` and `/dns4/…`).
 pub fn multiaddr_to_host_port(ma: &str) -> Option<String> {
     let parts: Vec<&str> = ma.split('/').collect();
@@ -161,6 +201,15 @@ mod tests {
             multiaddr_to_host_port("/ip4/127.0.0.1/tcp/5001").as_deref(),
             Some("127.0.0.1:5001")
         );
+        let info = DaemonInfo {
+            pid: 7,
+            id: "12D3KooW".into(),
+            swarm: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            api: "/ip4/127.0.0.1/tcp/5001".into(),
+            metrics: "/ip4/127.0.0.1/tcp/9090".into(),
+        };
+        info.write(&repo).unwrap();
+        assert_eq!(DaemonInfo::read(&repo), Some(info));
         let sa: std::net::SocketAddr = "127.0.0.1:5001".parse().unwrap();
         assert_eq!(socket_to_multiaddr(&sa), "/ip4/127.0.0.1/tcp/5001");
     }
