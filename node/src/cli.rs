@@ -4,14 +4,13 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args as ClapArgs, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::api::client::Client;
-use crate::config::{self, Config, FileConfig, SensorConfig};
+use crate::config::FileConfig;
 use crate::repo::Repo;
 
 /// sensornet: a peer-to-peer publish/subscribe node for sensor readings.
@@ -47,7 +46,7 @@ pub enum Command {
     /// Create a repo: config file, Ed25519 identity (mode 0600) and block store.
     Init,
     /// Run the node: libp2p swarm, gossipsub, block store, HTTP API and metrics.
-    Daemon(Box<DaemonArgs>),
+    Daemon(Box<crate::config::DaemonArgs>),
     /// Show this node's identity (same JSON as /api/v0/id).
     Id,
     /// Show the daemon's version.
@@ -157,169 +156,6 @@ pub enum DagCmd {
     },
 }
 
-/// `node daemon` options; each also comes from `SENSORNET_…` or the repo's config.toml.
-#[derive(ClapArgs, Debug, Default)]
-pub struct DaemonArgs {
-    /// Initialise the repo first if it does not exist (handy in a container).
-    #[arg(long, env = "SENSORNET_INIT")]
-    pub init: bool,
-    /// Swarm listen multiaddr (repeatable) [default: /ip4/0.0.0.0/tcp/4001, /ip4/0.0.0.0/udp/4001/quic-v1].
-    #[arg(
-        long,
-        env = "SENSORNET_LISTEN",
-        value_delimiter = ',',
-        value_name = "MULTIADDR"
-    )]
-    pub listen: Vec<String>,
-    /// Peer to dial at start and redial when lost (repeatable); /dns4/ names are re-resolved.
-    #[arg(
-        long,
-        env = "SENSORNET_BOOTSTRAP",
-        value_delimiter = ',',
-        value_name = "MULTIADDR"
-    )]
-    pub bootstrap: Vec<String>,
-    /// HTTP API address [default: 127.0.0.1:5001]; off loopback it requires --api-token.
-    #[arg(long, env = "SENSORNET_API_ADDR", value_name = "HOST:PORT")]
-    pub api_addr: Option<String>,
-    /// Metrics and health address (/metrics, /healthz, /readyz) [default: 0.0.0.0:9401].
-    #[arg(long, env = "SENSORNET_METRICS_ADDR", value_name = "HOST:PORT")]
-    pub metrics_addr: Option<String>,
-    /// Run a sensor inside this node: temperature, humidity or air-quality.
-    #[arg(long, env = "SENSORNET_SENSOR", value_name = "KIND")]
-    pub sensor: Option<String>,
-    /// Sensor source: sim, sim:SEED, hwmon, hwmon:PATH, csv:PATH [default: sim].
-    #[arg(long, env = "SENSORNET_SENSOR_SOURCE", value_name = "SOURCE")]
-    pub sensor_source: Option<String>,
-    /// Time between sensor readings [default: 1s].
-    #[arg(long, env = "SENSORNET_SENSOR_INTERVAL", value_name = "DURATION")]
-    pub sensor_interval: Option<String>,
-    /// Sensor id [default: HOSTNAME-KIND].
-    #[arg(long, env = "SENSORNET_SENSOR_ID", value_name = "ID")]
-    pub sensor_id: Option<String>,
-    /// Seed for simulated sensors (repeatable runs).
-    #[arg(long, env = "SENSORNET_SEED")]
-    pub seed: Option<u64>,
-    /// Private-network key file [default: REPO/swarm.key if present].
-    #[arg(long, env = "SENSORNET_SWARM_KEY_FILE", value_name = "FILE")]
-    pub swarm_key: Option<PathBuf>,
-    /// Keep readings this long [default: 7days].
-    #[arg(long, env = "SENSORNET_RETENTION", value_name = "DURATION")]
-    pub retention: Option<String>,
-    /// Discover peers on the local network with mDNS.
-    #[arg(long, env = "SENSORNET_MDNS")]
-    pub mdns: bool,
-    /// Log format: plain or json.
-    #[arg(long, env = "SENSORNET_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
-}
-
-fn duration(what: &'static str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s)
-        .map_err(|e| anyhow::anyhow!("{what} {s:?}: {e}; use e.g. 500ms, 10s, 5m, 7days"))
-}
-
-/// Merges flags/env over the file config over defaults.
-pub fn resolve(
-    args: &DaemonArgs,
-    file: FileConfig,
-    repo: &Repo,
-    api_token: Option<String>,
-) -> anyhow::Result<Config> {
-    let listen: Vec<String> = if !args.listen.is_empty() {
-        args.listen.clone()
-    } else {
-        file.listen.unwrap_or_else(|| {
-            config::DEFAULT_LISTEN
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        })
-    };
-    let bootstrap = if !args.bootstrap.is_empty() {
-        args.bootstrap.clone()
-    } else {
-        file.bootstrap.unwrap_or_default()
-    };
-    let api_addr = config::parse_socket(
-        "--api-addr",
-        args.api_addr
-            .as_deref()
-            .or(file.api_addr.as_deref())
-            .unwrap_or(config::DEFAULT_API_ADDR),
-    )?;
-    let metrics_addr = config::parse_socket(
-        "--metrics-addr",
-        args.metrics_addr
-            .as_deref()
-            .or(file.metrics_addr.as_deref())
-            .unwrap_or(config::DEFAULT_METRICS_ADDR),
-    )?;
-    let api_token = api_token.or(file.api_token).filter(|t| !t.is_empty());
-    if !api_addr.ip().is_loopback() && api_token.is_none() {
-        anyhow::bail!(
-            "the API would listen on {api_addr}, off loopback, without a token: anyone reaching it could publish. \
-             Set --api-token (or SENSORNET_API_TOKEN), or bind --api-addr 127.0.0.1:5001"
-        );
-    }
-    let mut sensor = file.sensor;
-    if let Some(kind) = &args.sensor {
-        sensor = Some(SensorConfig {
-            kind: kind.clone(),
-            source: "sim".into(),
-            interval: Duration::from_secs(1),
-            id: None,
-        });
-    }
-    if let Some(s) = sensor.as_mut() {
-        if let Some(src) = &args.sensor_source {
-            s.source = src.clone();
-        }
-        if let Some(i) = &args.sensor_interval {
-            s.interval = duration("--sensor-interval", i)?;
-            if s.interval < Duration::from_millis(1) {
-                anyhow::bail!("--sensor-interval must be at least 1ms");
-            }
-        }
-        if let Some(id) = &args.sensor_id {
-            s.id = Some(id.clone());
-        }
-    }
-    let mut retention = file.retention.unwrap_or_default();
-    if let Some(r) = &args.retention {
-        retention.max_age = duration("--retention", r)?;
-    }
-    let swarm_key = args.swarm_key.clone().or_else(|| {
-        let p = repo.swarm_key_path();
-        p.exists().then_some(p)
-    });
-    Ok(Config {
-        listen: listen
-            .iter()
-            .map(|s| config::parse_multiaddr("--listen", s))
-            .collect::<Result<_, _>>()?,
-        bootstrap: bootstrap
-            .iter()
-            .map(|s| config::parse_multiaddr("--bootstrap", s))
-            .collect::<Result<_, _>>()?,
-        api_addr,
-        api_token,
-        metrics_addr,
-        mdns: args.mdns || file.mdns.unwrap_or(false),
-        topics: file.topics.unwrap_or_else(|| {
-            config::DEFAULT_TOPICS
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        }),
-        retention,
-        retention_topics: file.retention_topics.unwrap_or_default(),
-        sensor,
-        swarm_key,
-        seed: args.seed,
-    })
-}
-
 fn init_logging(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
@@ -395,7 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             let file = repo.file_config()?;
-            let config = resolve(args, file, &repo, cli.api_token.clone())?;
+            let config = crate::config::resolve(args, file, &repo, cli.api_token.clone())?;
             crate::daemon::run(repo, config).await
         }
         Command::Id => print_json(&client()?.json("id", &[]).await?),

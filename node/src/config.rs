@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -149,10 +150,8 @@ pub struct Config {
     pub mdns: bool,
     /// Topics kept.
     pub topics: Vec<String>,
-    /// Default retention.
-    pub retention: Retention,
-    /// Per-topic retention.
-    pub retention_topics: BTreeMap<String, Retention>,
+    /// Retention, per topic.
+    pub retention: RetentionPolicy,
     /// In-process sensor.
     pub sensor: Option<SensorConfig>,
     /// Swarm key file (private network), if any.
@@ -161,14 +160,193 @@ pub struct Config {
     pub seed: Option<u64>,
 }
 
-impl Config {
+/// Retention of every topic: a default and per-topic exceptions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetentionPolicy {
+    /// For topics without their own.
+    pub default: Retention,
+    /// Per-topic retention.
+    pub topics: BTreeMap<String, Retention>,
+}
+
+impl RetentionPolicy {
     /// Retention of one topic.
-    pub fn retention_for(&self, topic: &str) -> Retention {
-        self.retention_topics
-            .get(topic)
-            .copied()
-            .unwrap_or(self.retention)
+    pub fn for_topic(&self, topic: &str) -> Retention {
+        self.topics.get(topic).copied().unwrap_or(self.default)
     }
+
+    /// The oldest reading time (unix ms) a topic keeps at `now_ms`.
+    pub fn horizon(&self, topic: &str, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.for_topic(topic).max_age.as_millis() as u64)
+    }
+
+    /// The shortest age limit of any topic (how often retention must run).
+    pub fn shortest_age(&self) -> Duration {
+        std::iter::once(self.default)
+            .chain(self.topics.values().copied())
+            .map(|r| r.max_age)
+            .min()
+            .unwrap_or(self.default.max_age)
+    }
+}
+
+/// `node daemon` options; each also comes from `SENSORNET_…` or the repo's config.toml.
+#[derive(clap::Args, Debug, Default)]
+pub struct DaemonArgs {
+    /// Initialise the repo first if it does not exist (handy in a container).
+    #[arg(long, env = "SENSORNET_INIT")]
+    pub init: bool,
+    /// Swarm listen multiaddr (repeatable) [default: /ip4/0.0.0.0/tcp/4001, /ip4/0.0.0.0/udp/4001/quic-v1].
+    #[arg(
+        long,
+        env = "SENSORNET_LISTEN",
+        value_delimiter = ',',
+        value_name = "MULTIADDR"
+    )]
+    pub listen: Vec<String>,
+    /// Peer to dial at start and redial when lost (repeatable); /dns4/ names are re-resolved.
+    #[arg(
+        long,
+        env = "SENSORNET_BOOTSTRAP",
+        value_delimiter = ',',
+        value_name = "MULTIADDR"
+    )]
+    pub bootstrap: Vec<String>,
+    /// HTTP API address [default: 127.0.0.1:5001]; off loopback it requires --api-token.
+    #[arg(long, env = "SENSORNET_API_ADDR", value_name = "HOST:PORT")]
+    pub api_addr: Option<String>,
+    /// Metrics and health address (/metrics, /healthz, /readyz) [default: 0.0.0.0:9401].
+    #[arg(long, env = "SENSORNET_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+    /// Run a sensor inside this node: temperature, humidity or air-quality.
+    #[arg(long, env = "SENSORNET_SENSOR", value_name = "KIND")]
+    pub sensor: Option<String>,
+    /// Sensor source: sim, sim:SEED, hwmon, hwmon:PATH, csv:PATH [default: sim].
+    #[arg(long, env = "SENSORNET_SENSOR_SOURCE", value_name = "SOURCE")]
+    pub sensor_source: Option<String>,
+    /// Time between sensor readings [default: 1s].
+    #[arg(long, env = "SENSORNET_SENSOR_INTERVAL", value_name = "DURATION")]
+    pub sensor_interval: Option<String>,
+    /// Sensor id [default: HOSTNAME-KIND].
+    #[arg(long, env = "SENSORNET_SENSOR_ID", value_name = "ID")]
+    pub sensor_id: Option<String>,
+    /// Seed for simulated sensors (repeatable runs).
+    #[arg(long, env = "SENSORNET_SEED")]
+    pub seed: Option<u64>,
+    /// Private-network key file [default: REPO/swarm.key if present].
+    #[arg(long, env = "SENSORNET_SWARM_KEY_FILE", value_name = "FILE")]
+    pub swarm_key: Option<PathBuf>,
+    /// Keep readings this long [default: 7days].
+    #[arg(long, env = "SENSORNET_RETENTION", value_name = "DURATION")]
+    pub retention: Option<String>,
+    /// Discover peers on the local network with mDNS.
+    #[arg(long, env = "SENSORNET_MDNS")]
+    pub mdns: bool,
+    /// Log format: plain or json.
+    #[arg(long, env = "SENSORNET_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+fn duration(what: &'static str, s: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(s)
+        .map_err(|e| anyhow::anyhow!("{what} {s:?}: {e}; use e.g. 500ms, 10s, 5m, 7days"))
+}
+
+/// Merges flags/env over the file config over defaults.
+pub fn resolve(
+    args: &DaemonArgs,
+    file: FileConfig,
+    repo: &crate::repo::Repo,
+    api_token: Option<String>,
+) -> anyhow::Result<Config> {
+    let listen: Vec<String> = if !args.listen.is_empty() {
+        args.listen.clone()
+    } else {
+        file.listen
+            .unwrap_or_else(|| DEFAULT_LISTEN.iter().map(|s| s.to_string()).collect())
+    };
+    let bootstrap = if !args.bootstrap.is_empty() {
+        args.bootstrap.clone()
+    } else {
+        file.bootstrap.unwrap_or_default()
+    };
+    let api_addr = parse_socket(
+        "--api-addr",
+        args.api_addr
+            .as_deref()
+            .or(file.api_addr.as_deref())
+            .unwrap_or(DEFAULT_API_ADDR),
+    )?;
+    let metrics_addr = parse_socket(
+        "--metrics-addr",
+        args.metrics_addr
+            .as_deref()
+            .or(file.metrics_addr.as_deref())
+            .unwrap_or(DEFAULT_METRICS_ADDR),
+    )?;
+    let api_token = api_token.or(file.api_token).filter(|t| !t.is_empty());
+    if !api_addr.ip().is_loopback() && api_token.is_none() {
+        anyhow::bail!(
+            "the API would listen on {api_addr}, off loopback, without a token: anyone reaching it could publish. \
+             Set --api-token (or SENSORNET_API_TOKEN), or bind --api-addr 127.0.0.1:5001"
+        );
+    }
+    let mut sensor = file.sensor;
+    if let Some(kind) = &args.sensor {
+        sensor = Some(SensorConfig {
+            kind: kind.clone(),
+            source: "sim".into(),
+            interval: Duration::from_secs(1),
+            id: None,
+        });
+    }
+    if let Some(s) = sensor.as_mut() {
+        if let Some(src) = &args.sensor_source {
+            s.source = src.clone();
+        }
+        if let Some(i) = &args.sensor_interval {
+            s.interval = duration("--sensor-interval", i)?;
+            if s.interval < Duration::from_millis(1) {
+                anyhow::bail!("--sensor-interval must be at least 1ms");
+            }
+        }
+        if let Some(id) = &args.sensor_id {
+            s.id = Some(id.clone());
+        }
+    }
+    let mut retention = file.retention.unwrap_or_default();
+    if let Some(r) = &args.retention {
+        retention.max_age = duration("--retention", r)?;
+    }
+    let retention = RetentionPolicy {
+        default: retention,
+        topics: file.retention_topics.unwrap_or_default(),
+    };
+    let swarm_key = args.swarm_key.clone().or_else(|| {
+        let p = repo.swarm_key_path();
+        p.exists().then_some(p)
+    });
+    Ok(Config {
+        listen: listen
+            .iter()
+            .map(|s| parse_multiaddr("--listen", s))
+            .collect::<Result<_, _>>()?,
+        bootstrap: bootstrap
+            .iter()
+            .map(|s| parse_multiaddr("--bootstrap", s))
+            .collect::<Result<_, _>>()?,
+        api_addr,
+        api_token,
+        metrics_addr,
+        mdns: args.mdns || file.mdns.unwrap_or(false),
+        topics: file
+            .topics
+            .unwrap_or_else(|| DEFAULT_TOPICS.iter().map(|s| s.to_string()).collect()),
+        retention,
+        sensor,
+        swarm_key,
+        seed: args.seed,
+    })
 }
 
 /// Parses a multiaddr, saying which setting was wrong.

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use sensornet_sensors::{open_source, SensorKind, SourceSpec};
 
+use crate::clock::now_ms;
 use crate::config::SensorConfig;
-use crate::node::{now_ms, NewReading, Node};
+use crate::publish::{NewReading, PublishError, Publisher};
 
 /// Checks the sensor settings and opens the source (so a bad one fails at start).
 pub fn open(
@@ -34,7 +35,7 @@ const BACKLOG: usize = 100_000;
 /// Publishes readings until the task is aborted; readings that cannot be stored yet (full
 /// disk) wait in a bounded backlog and go out in order once the store accepts writes again.
 pub async fn run(
-    node: Node,
+    publisher: Publisher,
     kind: SensorKind,
     mut source: Box<dyn sensornet_sensors::Source>,
     id: String,
@@ -69,11 +70,11 @@ pub async fn run(
             }
         }
         while let Some(next) = backlog.front() {
-            match node.publish_reading(next.clone()).await {
+            match publisher.publish_reading(next.clone()).await {
                 Ok(_) => {
                     backlog.pop_front();
                 }
-                Err(crate::node::PublishError::Invalid(e)) => {
+                Err(PublishError::Invalid(e)) => {
                     tracing::warn!(sensor = %id, error = %e, "sensor produced an invalid reading; dropped");
                     backlog.pop_front();
                 }

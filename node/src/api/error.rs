@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use crate::node::PublishError;
+use crate::p2p::NetError;
+use crate::publish::PublishError;
 use crate::store::StoreError;
 
 /// An error answer.
@@ -87,11 +88,14 @@ impl From<PublishError> for ApiError {
     }
 }
 
-impl From<crate::p2p::swarm::Stopped> for ApiError {
-    fn from(e: crate::p2p::swarm::Stopped) -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: e.to_string(),
+impl From<NetError> for ApiError {
+    fn from(e: NetError) -> Self {
+        match e {
+            NetError::Stopped => ApiError {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: e.to_string(),
+            },
+            other => ApiError::internal(other),
         }
     }
 }

@@ -10,9 +10,8 @@ use cid::Cid;
 use ipld_core::ipld::Ipld;
 use serde_json::{json, Value};
 
-use super::readings::SubscriberGuard;
 use super::{stream_headers, ApiError, ApiState, Args};
-use crate::bus::Delivery;
+use crate::bus::{Delivery, Received};
 use crate::p2p::behaviour::{AGENT_VERSION, PROTOCOL_VERSION};
 use crate::reading::{canonical_topic, cid_of, DAG_CBOR, MAX_BLOCK_SIZE, RAW};
 
@@ -76,9 +75,8 @@ async fn file_part(req: Request) -> Result<Vec<u8>, ApiError> {
 
 /// `id`.
 pub async fn id(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let id = s.node.peer_id;
+    let id = s.net.local;
     let addrs: Vec<String> = s
-        .node
         .net
         .listening()
         .await?
@@ -87,11 +85,11 @@ pub async fn id(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
         .collect();
     Ok(Json(json!({
         "ID": id.to_string(),
-        "PublicKey": base64::engine::general_purpose::STANDARD.encode(s.node.public_key.encode_protobuf()),
+        "PublicKey": base64::engine::general_purpose::STANDARD.encode(s.public_key.encode_protobuf()),
         "Addresses": addrs,
         "AgentVersion": AGENT_VERSION,
         "ProtocolVersion": PROTOCOL_VERSION,
-        "Protocols": ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/meshsub/1.1.0", "/meshsub/1.0.0", crate::sync::protocol::PROTOCOL],
+        "Protocols": ["/ipfs/id/1.0.0", "/ipfs/ping/1.0.0", "/meshsub/1.1.0", "/meshsub/1.0.0", crate::p2p::protocol::PROTOCOL],
     })))
 }
 
@@ -108,11 +106,11 @@ pub async fn version() -> Json<Value> {
 
 /// `swarm/peers`.
 pub async fn swarm_peers(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let peers = s.node.net.peers().await?;
+    let peers = s.net.peers();
     let mut list: Vec<Value> = Vec::with_capacity(peers.len());
     for p in peers {
         // `Score` (gossipsub peer score) is sensornet's addition; Kubo clients ignore it.
-        let score = s.node.net.score(p.peer).await?;
+        let score = s.net.score(p.peer).await?;
         list.push(
             json!({"Addr": p.addr.to_string(), "Peer": p.peer.to_string(),
                          "Direction": if p.outbound { 2 } else { 1 }, "Score": score}),
@@ -131,9 +129,12 @@ pub async fn swarm_connect(
     let addr: libp2p::Multiaddr = raw
         .parse()
         .map_err(|e| ApiError::bad(format!("invalid multiaddr {raw:?}: {e}")))?;
-    match s.node.net.dial(addr).await? {
+    match s.net.dial(addr).await {
         Ok(()) => Ok(Json(json!({"Strings": [format!("connect {raw} success")]}))),
-        Err(e) => Err(ApiError::internal(format!("connect {raw} failure: {e}"))),
+        Err(crate::p2p::NetError::Dial(e)) => {
+            Err(ApiError::internal(format!("connect {raw} failure: {e}")))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -145,8 +146,9 @@ pub async fn pubsub_pub(State(s): State<ApiState>, req: Request) -> Result<Respo
     if data.len() > MAX_BLOCK_SIZE {
         return Err(ApiError::bad("message is larger than the 1 MiB limit"));
     }
-    s.node.net.subscribe(&topic).await;
-    s.node.publish_raw(&topic, data).await?;
+    // Kubo's publisher joins the topic: later messages from its peers reach it.
+    s.net.subscribe(&topic).await;
+    s.publisher.publish_raw(&topic, data).await?;
     Ok(().into_response())
 }
 
@@ -157,18 +159,12 @@ pub async fn pubsub_sub(
 ) -> Result<Response, ApiError> {
     let a = Args::parse(q.as_deref());
     let topic = topic_arg(&a)?;
-    let node = s.node.clone();
-    node.net.subscribe(&topic).await;
-    let mut rx = node.bus.subscribe(&topic);
-    let label = crate::metrics::Metrics::topic(&topic);
-    node.metrics.subscribers.get_or_create(&label).inc();
-    let guard = SubscriberGuard(node.clone(), label);
+    let mut sub = s.bus.subscribe(&topic).await;
     let topic_mb = mb(topic.as_bytes());
     let stream = async_stream::stream! {
-        let _guard = guard;
-        loop {
-            match rx.recv().await {
-                Ok(d) => {
+        while let Some(got) = sub.recv().await {
+            match got {
+                Received::Delivery(d) => {
                     let (from, seqno, data) = match d.as_ref() {
                         Delivery::Reading { from, seqno, data, backfilled: false, .. } => (from, seqno, data),
                         Delivery::Raw { from, seqno, data } => (from, seqno, data),
@@ -182,11 +178,8 @@ pub async fn pubsub_sub(
                     });
                     yield Ok::<_, std::convert::Infallible>(format!("{line}\n"));
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    _guard.0.metrics.subscriber_dropped.get_or_create(&_guard.1).inc_by(n);
-                    tracing::warn!(dropped = n, "slow pubsub subscriber; dropped messages");
-                }
-                Err(_) => break,
+                // Kubo's stream has no way to say so; the bus counted and logged it.
+                Received::Dropped(_) => {}
             }
         }
     };
@@ -196,7 +189,6 @@ pub async fn pubsub_sub(
 /// `pubsub/ls`.
 pub async fn pubsub_ls(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
     let topics: Vec<String> = s
-        .node
         .net
         .topics()
         .await?
@@ -218,7 +210,6 @@ pub async fn pubsub_peers(
         None
     };
     let peers: Vec<String> = s
-        .node
         .net
         .topic_peers(topic)
         .await?
@@ -229,7 +220,7 @@ pub async fn pubsub_peers(
 }
 
 fn get_block(s: &ApiState, cid: &Cid) -> Result<Vec<u8>, ApiError> {
-    s.node.store.get(cid)?.ok_or_else(|| {
+    s.store.get(cid)?.ok_or_else(|| {
         ApiError::internal(format!(
             "block {cid} was not found locally: not in this node's store"
         ))
@@ -277,8 +268,7 @@ async fn put_block(s: &ApiState, codec: u64, bytes: Vec<u8>) -> Result<Cid, ApiE
         return Err(ApiError::bad("block is larger than the 1 MiB limit"));
     }
     let cid = cid_of(codec, &bytes);
-    s.node
-        .store
+    s.store
         .write(crate::store::Batch {
             blocks: vec![(cid, bytes)],
             ..Default::default()

@@ -4,6 +4,8 @@ pub mod client;
 pub mod error;
 mod kubo;
 mod readings;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 
@@ -13,9 +15,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use axum::Router;
+use subtle::ConstantTimeEq;
 
-use crate::metrics::RouteLabel;
-use crate::node::Node;
+use crate::bus::Bus;
+use crate::metrics::{Metrics, RouteLabel};
+use crate::p2p::Handle;
+use crate::publish::Publisher;
+use crate::store::Store;
 pub use error::ApiError;
 
 /// Largest request body: a 1 MiB block plus multipart framing.
@@ -61,11 +67,21 @@ impl Args {
     }
 }
 
-/// Shared state of the handlers.
+/// What the handlers use; cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The node.
-    pub node: Node,
+    /// Publishes readings and raw payloads.
+    pub publisher: Publisher,
+    /// Local delivery, for `pubsub/sub` and `reading/sub`.
+    pub bus: Bus,
+    /// Blocks, heads and history.
+    pub store: Store,
+    /// Peers, dials, topics.
+    pub net: Handle,
+    /// Request counters.
+    pub metrics: Metrics,
+    /// This node's public key (`id`).
+    pub public_key: libp2p::identity::PublicKey,
     /// Required bearer token, if any.
     pub token: Option<String>,
 }
@@ -84,7 +100,7 @@ where
     })
 }
 
-/// The whole router; tests can drive it without a socket.
+/// The whole router; `tests.rs` drives it without a socket.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v0/id", rpc(kubo::id))
@@ -122,8 +138,7 @@ async fn count(State(s): State<ApiState>, req: Request, next: Next) -> Response 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "other".into());
     let resp = next.run(req).await;
-    s.node
-        .metrics
+    s.metrics
         .api_requests
         .get_or_create(&RouteLabel {
             route,
@@ -149,17 +164,13 @@ async fn auth(State(s): State<ApiState>, req: Request, next: Next) -> Response {
             message: "this API requires a token: send \"Authorization: Bearer <token>\" (node --api-token)".into(),
         }
         .into_response(),
-        Some(g) if !constant_time_eq(g.as_bytes(), token.as_bytes()) => ApiError {
+        Some(g) if !bool::from(g.as_bytes().ct_eq(token.as_bytes())) => ApiError {
             status: StatusCode::FORBIDDEN,
             message: "the API token is wrong".into(),
         }
         .into_response(),
         Some(_) => next.run(req).await,
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Headers of a Kubo stream.

@@ -9,8 +9,9 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{stream_headers, ApiError, ApiState, Args};
-use crate::bus::Delivery;
-use crate::node::{now_ms, NewReading};
+use crate::bus::{Delivery, Received};
+use crate::clock::now_ms;
+use crate::publish::NewReading;
 use crate::reading::{canonical_topic, Reading};
 
 /// A reading as the API shows it.
@@ -59,7 +60,7 @@ pub async fn publish(
         time: a.parsed("time")?,
         aqi: a.parsed("aqi")?,
     };
-    let (cid, r) = s.node.publish_reading(new).await?;
+    let (cid, r) = s.publisher.publish_reading(new).await?;
     Ok(Json(json!({
         "Cid": cid.to_string(), "Topic": r.topic, "Source": r.source, "Seq": r.seq,
         "Time": r.time, "Value": r.value, "Unit": r.unit,
@@ -75,7 +76,7 @@ pub async fn history(
     let topic = canonical_topic(a.require("topic")?).to_string();
     let since = since_ms(&a)?.unwrap_or(0);
     let limit = a.parsed::<usize>("limit")?.unwrap_or(usize::MAX);
-    let store = s.node.store.clone();
+    let store = s.store.clone();
     let rows = tokio::task::spawn_blocking(move || store.history(&topic, since, limit))
         .await
         .map_err(ApiError::internal)??;
@@ -101,7 +102,7 @@ pub async fn heads(
         .get("topic")
         .map(|t| vec![canonical_topic(t).to_string()])
         .unwrap_or_default();
-    let heads = s.node.store.heads(&topics)?;
+    let heads = s.store.heads(&topics)?;
     Ok(Json(json!({"Heads": heads.iter().map(|h| json!({
         "topic": h.topic, "source": h.source, "seq": h.seq, "cid": h.cid.to_string()
     })).collect::<Vec<_>>()})))
@@ -115,15 +116,11 @@ pub async fn subscribe(
     let a = Args::parse(q.as_deref());
     let topic = canonical_topic(a.require("topic")?).to_string();
     let since = since_ms(&a)?;
-    let node = s.node.clone();
-    node.net.subscribe(&topic).await;
     // Subscribe before reading history so nothing falls between the two.
-    let mut rx = node.bus.subscribe(&topic);
-    let label = crate::metrics::Metrics::topic(&topic);
-    node.metrics.subscribers.get_or_create(&label).inc();
+    let mut sub = s.bus.subscribe(&topic).await;
     let replay = match since {
         Some(since) => {
-            let store = node.store.clone();
+            let store = s.store.clone();
             let t = topic.clone();
             tokio::task::spawn_blocking(move || store.history(&t, since, usize::MAX))
                 .await
@@ -131,9 +128,7 @@ pub async fn subscribe(
         }
         None => Vec::new(),
     };
-    let guard = SubscriberGuard(node.clone(), label);
     let stream = async_stream::stream! {
-        let _guard = guard;
         let mut seen: HashSet<cid::Cid> = HashSet::new();
         // An empty first line makes proxies and clients see the stream open at once.
         yield Ok::<_, std::convert::Infallible>(String::new());
@@ -141,9 +136,9 @@ pub async fn subscribe(
             seen.insert(r.cid);
             yield Ok(format!("{}\n", reading_json(&r.cid, &r.reading, true)));
         }
-        loop {
-            match rx.recv().await {
-                Ok(d) => {
+        while let Some(got) = sub.recv().await {
+            match got {
+                Received::Delivery(d) => {
                     if let Delivery::Reading { cid, reading, backfilled, .. } = d.as_ref() {
                         if !seen.is_empty() && seen.remove(cid) {
                             continue;
@@ -151,23 +146,9 @@ pub async fn subscribe(
                         yield Ok(format!("{}\n", reading_json(cid, reading, *backfilled)));
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(topic = %_guard.1.topic, dropped = n, "slow subscriber; dropped readings (they stay in the store: use `node history`)");
-                    _guard.0.metrics.subscriber_dropped.get_or_create(&_guard.1).inc_by(n);
-                    yield Ok(format!("{}\n", json!({"dropped": n})));
-                }
-                Err(_) => break,
+                Received::Dropped(n) => yield Ok(format!("{}\n", json!({"dropped": n}))),
             }
         }
     };
     Ok((stream_headers(), Body::from_stream(stream)).into_response())
-}
-
-/// Keeps the subscriber gauge right however the stream ends.
-pub(super) struct SubscriberGuard(pub crate::node::Node, pub crate::metrics::TopicLabel);
-
-impl Drop for SubscriberGuard {
-    fn drop(&mut self) {
-        self.0.metrics.subscribers.get_or_create(&self.1).dec();
-    }
 }

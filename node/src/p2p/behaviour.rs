@@ -12,8 +12,8 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::{identify, mdns, ping, request_response, StreamProtocol};
 use prometheus_client::registry::Registry;
 
+use super::protocol::{SyncRequest, SyncResponse, PROTOCOL};
 use crate::reading::MAX_BLOCK_SIZE;
-use crate::sync::protocol::{SyncRequest, SyncResponse, PROTOCOL};
 
 /// Identify protocol version, as Kubo announces.
 pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";

@@ -8,7 +8,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::Multiaddr;
 use tokio::sync::watch;
 
-use super::Handle;
+use super::{DialFailure, Handle, NetError};
 
 /// How often DNS names are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(15);
@@ -85,11 +85,11 @@ pub async fn run(handle: Handle, bootstrap: Vec<Multiaddr>, first_round: watch::
             }
             resolved_at = Some(Instant::now());
         }
-        let Ok(peers) = handle.peers().await else {
+        let peers = handle.peers();
+        let connected: HashSet<Multiaddr> = peers.iter().map(|p| p.addr.clone()).collect();
+        let Ok(own) = handle.listening().await else {
             return;
         };
-        let connected: HashSet<Multiaddr> = peers.iter().map(|p| p.addr.clone()).collect();
-        let own: Vec<Multiaddr> = handle.listening().await.unwrap_or_default();
         let now = Instant::now();
         let due: Vec<Multiaddr> = targets
             .iter()
@@ -103,21 +103,20 @@ pub async fn run(handle: Handle, bootstrap: Vec<Multiaddr>, first_round: watch::
             };
             t.tried = true;
             match result {
-                Ok(Ok(())) => {
+                Ok(()) => {
                     t.backoff = MIN_BACKOFF;
                     t.next_try = Instant::now() + MIN_BACKOFF;
                 }
-                Ok(Err(e)) => {
-                    if e.contains("local peer") || e.contains("LocalPeerId") {
-                        // Our own pod behind the Service name.
-                        t.next_try = Instant::now() + Duration::from_secs(3600);
-                    } else {
-                        tracing::debug!(%addr, error = %e, backoff = ?t.backoff, "bootstrap dial failed");
-                        t.next_try = Instant::now() + t.backoff;
-                        t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
-                    }
+                Err(NetError::Dial(DialFailure::LocalPeer)) => {
+                    // Our own pod behind the Service name.
+                    t.next_try = Instant::now() + Duration::from_secs(3600);
                 }
-                Err(_) => return,
+                Err(NetError::Stopped) => return,
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, backoff = ?t.backoff, "bootstrap dial failed");
+                    t.next_try = Instant::now() + t.backoff;
+                    t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
+                }
             }
         }
         let all_tried = targets

@@ -2,6 +2,7 @@
 //! bounded channel and hands network events to the node over another.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
@@ -12,7 +13,8 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use crate::sync::protocol::{SyncRequest, SyncResponse};
+use super::error::{DialFailure, NetError};
+use super::protocol::{SyncRequest, SyncResponse};
 
 /// Depth of the command and event channels.
 const CHANNEL: usize = 8192;
@@ -72,40 +74,42 @@ pub struct PeerInfo {
 type Reply<T> = oneshot::Sender<T>;
 
 enum Command {
-    Publish(String, Vec<u8>, Reply<Result<(), String>>),
+    Publish(String, Vec<u8>, Reply<Result<(), NetError>>),
     Subscribe(String),
     Unsubscribe(String),
     Report(MessageId, PeerId, MessageAcceptance),
-    Dial(Multiaddr, Reply<Result<(), String>>),
-    Peers(Reply<Vec<PeerInfo>>),
+    Dial(Multiaddr, Reply<Result<(), NetError>>),
     TopicPeers(Option<String>, Reply<Vec<PeerId>>),
     Topics(Reply<Vec<String>>),
     Listening(Reply<Vec<Multiaddr>>),
     Score(PeerId, Reply<Option<f64>>),
     Penalize(PeerId),
-    Request(PeerId, SyncRequest, Reply<Result<SyncResponse, String>>),
+    Request(PeerId, SyncRequest, Reply<Result<SyncResponse, NetError>>),
     Respond(ResponseChannel<SyncResponse>, SyncResponse),
     Shutdown(Reply<()>),
 }
+
+/// Connected peers, kept by the swarm task and read by anyone holding a [`Handle`]: the one
+/// list of peers in the node.
+type PeerTable = Arc<Mutex<HashMap<PeerId, PeerInfo>>>;
 
 /// Cloneable handle to the swarm task.
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
+    peers: PeerTable,
     /// This node's peer id.
     pub local: PeerId,
 }
 
-/// The swarm task was gone (the node is shutting down).
-#[derive(Debug, thiserror::Error)]
-#[error("the network task has stopped (is the node shutting down?)")]
-pub struct Stopped;
-
 impl Handle {
-    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Stopped> {
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, NetError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).await.map_err(|_| Stopped)?;
-        rx.await.map_err(|_| Stopped)
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Stopped)?;
+        rx.await.map_err(|_| NetError::Stopped)
     }
     async fn tell(&self, c: Command) {
         let _ = self.tx.send(c).await;
@@ -113,9 +117,9 @@ impl Handle {
 
     /// Publishes on a topic. A topic with no peers yet is not an error: the data is stored and
     /// peers catch up.
-    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<Result<(), String>, Stopped> {
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), NetError> {
         self.ask(|r| Command::Publish(topic.to_string(), data, r))
-            .await
+            .await?
     }
     /// Subscribes to a topic.
     pub async fn subscribe(&self, topic: &str) {
@@ -130,27 +134,38 @@ impl Handle {
         self.tell(Command::Report(id, via, verdict)).await
     }
     /// Dials an address and waits for the connection.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<Result<(), String>, Stopped> {
-        self.ask(|r| Command::Dial(addr, r)).await
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+        self.ask(|r| Command::Dial(addr, r)).await?
     }
-    /// Connected peers.
-    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Stopped> {
-        self.ask(Command::Peers).await
+    /// Connected peers (updated before the node hears of a connection or a loss).
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.values().cloned().collect()
+    }
+    /// Ids of the connected peers.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.keys().copied().collect()
+    }
+    /// Whether a peer is connected.
+    pub fn is_connected(&self, peer: &PeerId) -> bool {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.contains_key(peer)
     }
     /// Peers subscribed to a topic (any topic when `None`).
-    pub async fn topic_peers(&self, topic: Option<String>) -> Result<Vec<PeerId>, Stopped> {
+    pub async fn topic_peers(&self, topic: Option<String>) -> Result<Vec<PeerId>, NetError> {
         self.ask(|r| Command::TopicPeers(topic, r)).await
     }
     /// Topics we are subscribed to.
-    pub async fn topics(&self) -> Result<Vec<String>, Stopped> {
+    pub async fn topics(&self) -> Result<Vec<String>, NetError> {
         self.ask(Command::Topics).await
     }
     /// Our listen addresses.
-    pub async fn listening(&self) -> Result<Vec<Multiaddr>, Stopped> {
+    pub async fn listening(&self) -> Result<Vec<Multiaddr>, NetError> {
         self.ask(Command::Listening).await
     }
     /// A peer's gossipsub score.
-    pub async fn score(&self, peer: PeerId) -> Result<Option<f64>, Stopped> {
+    pub async fn score(&self, peer: PeerId) -> Result<Option<f64>, NetError> {
         self.ask(|r| Command::Score(peer, r)).await
     }
     /// Blacklists and disconnects a peer that served bad blocks.
@@ -158,12 +173,8 @@ impl Handle {
         self.tell(Command::Penalize(peer)).await
     }
     /// Sends a sync request and waits for the answer.
-    pub async fn request(
-        &self,
-        peer: PeerId,
-        req: SyncRequest,
-    ) -> Result<Result<SyncResponse, String>, Stopped> {
-        self.ask(|r| Command::Request(peer, req, r)).await
+    pub async fn request(&self, peer: PeerId, req: SyncRequest) -> Result<SyncResponse, NetError> {
+        self.ask(|r| Command::Request(peer, req, r)).await?
     }
     /// Answers an inbound sync request.
     pub async fn respond(&self, channel: ResponseChannel<SyncResponse>, resp: SyncResponse) {
@@ -175,31 +186,42 @@ impl Handle {
     }
 }
 
-/// Starts the task on a built swarm already listening; returns the handle and the events.
-pub fn spawn(
-    swarm: Swarm<Behaviour>,
-    metrics: Libp2pMetrics,
-) -> (
-    Handle,
-    mpsc::Receiver<NetEvent>,
-    mpsc::Receiver<InboundRequest>,
-) {
+/// What [`spawn`] hands back: the handle, the network events, peers' sync requests and the
+/// task itself (it ends on [`Handle::shutdown`]).
+pub struct Spawned {
+    /// Cloneable handle.
+    pub handle: Handle,
+    /// Gossip messages and connection changes, for the sync actor.
+    pub events: mpsc::Receiver<NetEvent>,
+    /// Peers' sync requests, for the sync server.
+    pub requests: mpsc::Receiver<InboundRequest>,
+    /// The task, to be awaited or tracked.
+    pub task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+/// Prepares the task on a built swarm; the caller spawns (and tracks) `Spawned::task`.
+pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics) -> Spawned {
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (ev_tx, ev_rx) = mpsc::channel(CHANNEL);
     let (req_tx, req_rx) = mpsc::channel(INBOUND_REQUESTS);
     let local = *swarm.local_peer_id();
+    let peers = PeerTable::default();
     let task = Task {
         swarm,
         metrics,
         events: ev_tx,
         inbound: req_tx,
-        peers: HashMap::new(),
+        peers: peers.clone(),
         dials: HashMap::new(),
         requests: HashMap::new(),
         listen_addrs: Vec::new(),
     };
-    tokio::spawn(task.run(rx));
-    (Handle { tx, local }, ev_rx, req_rx)
+    Spawned {
+        handle: Handle { tx, peers, local },
+        events: ev_rx,
+        requests: req_rx,
+        task: Box::pin(task.run(rx)),
+    }
 }
 
 struct Task {
@@ -207,9 +229,9 @@ struct Task {
     metrics: Libp2pMetrics,
     events: mpsc::Sender<NetEvent>,
     inbound: mpsc::Sender<InboundRequest>,
-    peers: HashMap<PeerId, PeerInfo>,
-    dials: HashMap<libp2p::swarm::ConnectionId, Reply<Result<(), String>>>,
-    requests: HashMap<OutboundRequestId, Reply<Result<SyncResponse, String>>>,
+    peers: PeerTable,
+    dials: HashMap<libp2p::swarm::ConnectionId, Reply<Result<(), NetError>>>,
+    requests: HashMap<OutboundRequestId, Reply<Result<SyncResponse, NetError>>>,
     listen_addrs: Vec<Multiaddr>,
 }
 
@@ -231,6 +253,10 @@ impl Task {
         }
     }
 
+    fn peer_table(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, PeerInfo>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn leave(&mut self) {
         let topics: Vec<TopicHash> = self.swarm.behaviour().gossipsub.topics().cloned().collect();
         for t in topics {
@@ -241,7 +267,7 @@ impl Task {
                 .gossipsub
                 .unsubscribe(&IdentTopic::new(t.as_str()));
         }
-        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        let peers: Vec<PeerId> = self.peer_table().keys().copied().collect();
         for p in peers {
             let _ = self.swarm.disconnect_peer_id(p);
         }
@@ -254,7 +280,7 @@ impl Task {
                 let r = match b.gossipsub.publish(IdentTopic::new(topic), data) {
                     Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
                     Err(gossipsub::PublishError::Duplicate) => Ok(()),
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(NetError::Publish(e.to_string())),
                 };
                 let _ = reply.send(r);
             }
@@ -278,12 +304,9 @@ impl Task {
                         self.dials.insert(id, reply);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(DialFailure::from(&e).into()));
                     }
                 }
-            }
-            Command::Peers(reply) => {
-                let _ = reply.send(self.peers.values().cloned().collect());
             }
             Command::TopicPeers(topic, reply) => {
                 let hash = topic.map(|t| IdentTopic::new(t).hash());
@@ -348,7 +371,7 @@ impl Task {
                 let reply = self.dials.remove(&connection_id);
                 if num_established.get() == 1 {
                     tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer joined");
-                    self.peers.insert(
+                    self.peer_table().insert(
                         peer_id,
                         PeerInfo {
                             peer: peer_id,
@@ -368,7 +391,7 @@ impl Task {
                 ..
             } => {
                 tracing::info!(peer = %peer_id, "peer left");
-                self.peers.remove(&peer_id);
+                self.peer_table().remove(&peer_id);
                 self.emit(NetEvent::Disconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError {
@@ -376,10 +399,10 @@ impl Task {
                 error,
                 peer_id,
             } => {
-                let msg = explain_dial_error(&error.to_string());
-                tracing::debug!(peer = ?peer_id, error = %msg, "dial failed");
+                let failure = DialFailure::from(&error);
+                tracing::debug!(peer = ?peer_id, error = %failure, "dial failed");
                 if let Some(reply) = self.dials.remove(&connection_id) {
-                    let _ = reply.send(Err(msg));
+                    let _ = reply.send(Err(failure.into()));
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -387,7 +410,8 @@ impl Task {
                 error,
                 ..
             } => {
-                tracing::warn!(from = %send_back_addr, error = %explain_dial_error(&error.to_string()), "refused an incoming connection");
+                // A handshake that fails this early is most often a swarm.key mismatch.
+                tracing::warn!(from = %send_back_addr, %error, "refused an incoming connection (if the peer runs a private network, both sides need the same swarm.key)");
             }
             SwarmEvent::Behaviour(ev) => self.behaviour_event(ev),
             _ => {}
@@ -430,7 +454,7 @@ impl Task {
             BehaviourEvent::Sync(ev) => self.sync_event(ev),
             BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
-                    if !self.peers.contains_key(&peer) {
+                    if !self.peer_table().contains_key(&peer) {
                         let _ = self.swarm.dial(addr);
                     }
                 }
@@ -468,7 +492,7 @@ impl Task {
                 request_id, error, ..
             } => {
                 if let Some(reply) = self.requests.remove(&request_id) {
-                    let _ = reply.send(Err(error.to_string()));
+                    let _ = reply.send(Err(NetError::from(&error)));
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -476,19 +500,5 @@ impl Task {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
-    }
-}
-
-/// Adds the likely cause to handshake failures (a swarm.key mismatch looks like garbage).
-fn explain_dial_error(e: &str) -> String {
-    if e.contains("Noise")
-        || e.contains("noise")
-        || e.contains("pnet")
-        || e.contains("Pnet")
-        || e.contains("multistream")
-    {
-        format!("{e} (the peer may be in a private network with a different swarm.key, or none)")
-    } else {
-        e.to_string()
     }
 }

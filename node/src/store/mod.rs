@@ -34,6 +34,8 @@ pub enum StoreError {
     Open { path: String, detail: String },
     #[error("the disk holding the block store is full; free space or raise retention limits (nothing was acknowledged)")]
     DiskFull,
+    #[error("the disk holding the block store failed ({0}); nothing was acknowledged, the store reopens for the next write")]
+    Io(String),
     #[error("block store error: {0}")]
     Db(String),
     #[error("the block store is shutting down")]
@@ -43,28 +45,69 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A database error that is not about storage (a bug or a misuse): shown as it is.
     fn db(e: impl std::fmt::Display) -> Self {
-        let s = e.to_string();
-        if s.contains("No space left")
-            || s.contains("os error 28")
-            || s.contains("Previous I/O error")
-        {
+        StoreError::Db(e.to_string())
+    }
+
+    /// Whether the handle must be reopened before the next write (redb refuses a handle that
+    /// saw an I/O error).
+    pub fn needs_reopen(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull | StoreError::Io(_) | StoreError::Db(_)
+        )
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
             StoreError::DiskFull
         } else {
-            StoreError::Db(s)
+            StoreError::Io(e.to_string())
         }
     }
 }
 
-macro_rules! db_err {
-    ($($t:ty),*) => {$(impl From<$t> for StoreError { fn from(e: $t) -> Self { StoreError::db(e) } })*};
+impl From<redb::StorageError> for StoreError {
+    fn from(e: redb::StorageError) -> Self {
+        match e {
+            redb::StorageError::Io(io) => io.into(),
+            redb::StorageError::PreviousIo => {
+                StoreError::Io("an earlier write failed on this handle".into())
+            }
+            other => StoreError::db(other),
+        }
+    }
 }
-db_err!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+
+impl From<redb::TransactionError> for StoreError {
+    fn from(e: redb::TransactionError) -> Self {
+        match e {
+            redb::TransactionError::Storage(s) => s.into(),
+            other => StoreError::db(other),
+        }
+    }
+}
+
+impl From<redb::TableError> for StoreError {
+    fn from(e: redb::TableError) -> Self {
+        match e {
+            redb::TableError::Storage(s) => s.into(),
+            other => StoreError::db(other),
+        }
+    }
+}
+
+impl From<redb::CommitError> for StoreError {
+    fn from(e: redb::CommitError) -> Self {
+        match e {
+            redb::CommitError::Storage(s) => s.into(),
+            other => StoreError::db(other),
+        }
+    }
+}
 
 /// The head of one source's chain.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,7 +143,8 @@ pub struct StoreStats {
 /// The open database, swapped for a fresh handle after an I/O error (redb refuses further
 /// writes on a handle that saw one, e.g. a full disk).
 pub(crate) struct Shared {
-    path: std::path::PathBuf,
+    /// The file, or `None` for an in-memory store (tests), which cannot be reopened.
+    path: Option<std::path::PathBuf>,
     db: std::sync::RwLock<Option<Arc<Database>>>,
 }
 
@@ -112,6 +156,9 @@ impl Shared {
 
     /// Drops the handle (once no reader holds it) and opens the file again.
     fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+        let Some(path) = &self.path else {
+            return self.get();
+        };
         let mut guard = self.db.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = guard.take() {
             // Readers clone the Arc under the read lock; wait for the last one to finish.
@@ -121,9 +168,9 @@ impl Shared {
             }
             drop(old);
         }
-        let db = Arc::new(open_db(&self.path)?);
+        let db = Arc::new(open_db(path)?);
         *guard = Some(db.clone());
-        tracing::info!(path = %self.path.display(), "block store reopened after a disk error");
+        tracing::info!(path = %path.display(), "block store reopened after a disk error");
         Ok(db)
     }
 }
@@ -170,7 +217,18 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store file, checking it is intact.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = open_db(path)?;
+        Store::with_db(open_db(path)?, Some(path.to_path_buf()))
+    }
+
+    /// A store that lives in memory only (unit tests; nothing survives the process).
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(StoreError::db)?;
+        Store::with_db(db, None)
+    }
+
+    fn with_db(db: Database, path: Option<std::path::PathBuf>) -> Result<Store, StoreError> {
         let txn = db.begin_write()?;
         {
             txn.open_table(BLOCKS)?;
@@ -181,7 +239,7 @@ impl Store {
         }
         txn.commit()?;
         let shared = Arc::new(Shared {
-            path: path.to_path_buf(),
+            path,
             db: std::sync::RwLock::new(Some(Arc::new(db))),
         });
         let writer = writer::Writer::spawn(shared.clone());

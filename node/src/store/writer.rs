@@ -90,33 +90,27 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
     while let Ok(Some(first)) = rx.recv() {
         let mut group = vec![first];
         let mut stop = false;
+        // What is queued joins this commit. Under load (more than one batch waiting) a short
+        // wait gathers more: every redb commit copies the pages it touches, so fewer, bigger
+        // commits cost less CPU per reading. A lone batch commits at once.
+        let mut linger_until: Option<Instant> = None;
         while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(Some(job)) => group.push(job),
-                Ok(None) => {
+            let next = match linger_until {
+                None => rx.try_recv().ok(),
+                Some(until) => until
+                    .checked_duration_since(Instant::now())
+                    .and_then(|left| rx.recv_timeout(left).ok()),
+            };
+            match next {
+                Some(Some(job)) => group.push(job),
+                Some(None) => {
                     stop = true;
                     break;
                 }
-                Err(_) => break,
-            }
-        }
-        // Under load (more than one batch waiting) a short wait gathers more into this
-        // commit: every redb commit copies the pages it touches, so fewer, bigger commits
-        // cost less CPU per reading. A lone batch commits at once.
-        if group.len() > 1 && !stop {
-            let until = Instant::now() + LINGER;
-            while group.len() < MAX_GROUP {
-                let Some(left) = until.checked_duration_since(Instant::now()) else {
-                    break;
-                };
-                match rx.recv_timeout(left) {
-                    Ok(Some(job)) => group.push(job),
-                    Ok(None) => {
-                        stop = true;
-                        break;
-                    }
-                    Err(_) => break,
+                None if linger_until.is_none() && group.len() > 1 => {
+                    linger_until = Some(Instant::now() + LINGER);
                 }
+                None => break,
             }
         }
         let db = match if needs_reopen {
@@ -136,7 +130,7 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
         let result = commit(&db, &batches);
         drop(db);
         // After an I/O error redb refuses this handle: open a fresh one before the next write.
-        needs_reopen = matches!(result, Err(StoreError::DiskFull) | Err(StoreError::Db(_)));
+        needs_reopen = result.as_ref().is_err_and(StoreError::needs_reopen);
         match result {
             Ok(()) => {
                 for (_, done) in group {

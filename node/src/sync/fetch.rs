@@ -13,9 +13,11 @@ use cid::Cid;
 use libp2p::PeerId;
 use serde_bytes::ByteBuf;
 
-use super::protocol::{ChainEnd, SyncRequest, SyncResponse, MAX_CHAIN_BLOCKS};
-use crate::node::Node;
+use crate::metrics::Metrics;
+use crate::p2p::protocol::{ChainEnd, SyncRequest, SyncResponse, MAX_CHAIN_BLOCKS};
+use crate::p2p::{Handle, NetError};
 use crate::reading::{verify_cid, Reading};
+use crate::store::Store;
 
 /// Rounds of failed requests retried before a gap is accepted (backoff 0.5 s doubling: ~60 s).
 const RETRY_ROUNDS: u32 = 7;
@@ -58,134 +60,140 @@ enum Answer {
     Stopped,
 }
 
-/// Walks back from `want.target` until the chain meets what we have, the horizon or the start.
-pub async fn fetch_chain(node: &Node, want: Want) -> Fetched {
-    let mut blocks: Vec<(Cid, Reading, Vec<u8>)> = Vec::new();
-    let mut next = Some(want.target);
-    let mut peers = want.peers.clone();
-    // Peers that said they lack `next` (reset whenever the walk moves on).
-    let mut lacking: HashSet<PeerId> = HashSet::new();
-    let mut rounds = 0;
-    let mut complete = true;
-    'walk: while let Some(cid) = next {
-        if node.store.is_linked(&cid).unwrap_or(false) {
-            break;
-        }
-        // With nobody connected, wait for someone rather than call it a gap.
-        let mut failed = peers.is_empty();
-        for &peer in &peers {
-            if lacking.contains(&peer) {
-                continue;
-            }
-            match ask(node, peer, cid, &want).await {
-                Answer::Stopped => {
-                    complete = false;
-                    break 'walk;
-                }
-                Answer::Failed => failed = true,
-                Answer::Lacks => {
-                    lacking.insert(peer);
-                }
-                Answer::Blocks(got, more, end) => {
-                    let moved = !got.is_empty();
-                    blocks.extend(got);
-                    rounds = 0;
-                    if moved {
-                        lacking.clear();
-                    }
-                    if end == ChainEnd::Missing || !moved {
-                        // This peer's copy has a hole (or a bad block) here; ask the others.
-                        lacking.insert(peer);
-                    }
-                    next = more;
-                    continue 'walk;
-                }
-            }
-        }
-        if failed && rounds < RETRY_ROUNDS {
-            tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(rounds)).await;
-            rounds += 1;
-            // Ask who is connected now: peers that left (or were blacklisted) drop out, peers
-            // that connected meanwhile may hold it.
-            let now: Vec<PeerId> = node
-                .net
-                .peers()
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .map(|p| p.peer)
-                .collect();
-            peers.retain(|p| now.contains(p));
-            for p in now {
-                if !peers.contains(&p) {
-                    peers.push(p);
-                }
-            }
-            continue;
-        }
-        complete = false;
-        break;
-    }
-    Fetched {
-        target: want.target,
-        blocks,
-        complete,
-    }
+/// What a chain fetch uses.
+#[derive(Clone)]
+pub struct Fetcher {
+    /// Where requests go.
+    pub net: Handle,
+    /// Where the walk stops: at what is linked here.
+    pub store: Store,
+    /// Fetched and bad-block counters.
+    pub metrics: Metrics,
 }
 
-/// Asks one peer for the chain from `cid` and verifies what comes back.
-async fn ask(node: &Node, peer: PeerId, cid: Cid, want: &Want) -> Answer {
-    let req = SyncRequest::Chain {
-        from: ByteBuf::from(cid.to_bytes()),
-        stop_seq: want.stop_seq,
-        min_time: want.min_time,
-        max: MAX_CHAIN_BLOCKS,
-    };
-    let (got, end) = match node.net.request(peer, req).await {
-        Err(_) => return Answer::Stopped,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "chain request failed; will retry");
-            return Answer::Failed;
+impl Fetcher {
+    /// Walks back from `want.target` until the chain meets what we have, the horizon or the start.
+    pub async fn fetch_chain(&self, want: Want) -> Fetched {
+        let mut blocks: Vec<(Cid, Reading, Vec<u8>)> = Vec::new();
+        let mut next = Some(want.target);
+        let mut peers = want.peers.clone();
+        // Peers that said they lack `next` (reset whenever the walk moves on).
+        let mut lacking: HashSet<PeerId> = HashSet::new();
+        let mut rounds = 0;
+        let mut complete = true;
+        'walk: while let Some(cid) = next {
+            if self.store.is_linked(&cid).unwrap_or(false) {
+                break;
+            }
+            // With nobody connected, wait for someone rather than call it a gap.
+            let mut failed = peers.is_empty();
+            for &peer in &peers {
+                if lacking.contains(&peer) {
+                    continue;
+                }
+                match self.ask(peer, cid, &want).await {
+                    Answer::Stopped => {
+                        complete = false;
+                        break 'walk;
+                    }
+                    Answer::Failed => failed = true,
+                    Answer::Lacks => {
+                        lacking.insert(peer);
+                    }
+                    Answer::Blocks(got, more, end) => {
+                        let moved = !got.is_empty();
+                        blocks.extend(got);
+                        rounds = 0;
+                        if moved {
+                            lacking.clear();
+                        }
+                        if end == ChainEnd::Missing || !moved {
+                            // This peer's copy has a hole (or a bad block) here; ask the others.
+                            lacking.insert(peer);
+                        }
+                        next = more;
+                        continue 'walk;
+                    }
+                }
+            }
+            if failed && rounds < RETRY_ROUNDS {
+                tokio::time::sleep(FIRST_BACKOFF * 2u32.pow(rounds)).await;
+                rounds += 1;
+                // Ask who is connected now: peers that left (or were blacklisted) drop out, peers
+                // that connected meanwhile may hold it.
+                let now: Vec<PeerId> = self.net.peer_ids();
+                peers.retain(|p| now.contains(p));
+                for p in now {
+                    if !peers.contains(&p) {
+                        peers.push(p);
+                    }
+                }
+                continue;
+            }
+            complete = false;
+            break;
         }
-        Ok(Ok(SyncResponse::Chain { blocks, end })) => (blocks, end),
-        Ok(Ok(SyncResponse::Error(e))) => {
-            tracing::debug!(%peer, error = %e, "peer could not serve the chain; will retry");
-            return Answer::Failed;
+        Fetched {
+            target: want.target,
+            blocks,
+            complete,
         }
-        Ok(Ok(SyncResponse::Heads(_))) => return Answer::Lacks,
-    };
-    if got.is_empty() {
-        return if end == ChainEnd::Done {
-            // The walk ended before `cid` itself: at our stop or the horizon.
-            Answer::Blocks(Vec::new(), None, ChainEnd::Done)
-        } else {
-            Answer::Lacks
-        };
     }
-    let mut out = Vec::with_capacity(got.len());
-    let mut expect = cid;
-    for b in got {
-        let b = b.into_vec();
-        let reading = verify_cid(&expect, &b)
-            .then(|| Reading::decode(&b).ok())
-            .flatten();
-        let Some(reading) = reading else {
-            node.metrics.bad_blocks.inc();
-            node.net.penalize(peer).await;
-            // Keep what verified; the rest comes from someone else.
-            return Answer::Blocks(out, Some(expect), ChainEnd::Missing);
+
+    /// Asks one peer for the chain from `cid` and verifies what comes back.
+    async fn ask(&self, peer: PeerId, cid: Cid, want: &Want) -> Answer {
+        let req = SyncRequest::Chain {
+            from: ByteBuf::from(cid.to_bytes()),
+            stop_seq: want.stop_seq,
+            min_time: want.min_time,
+            max: MAX_CHAIN_BLOCKS,
         };
-        node.metrics.catchup_fetched.inc();
-        let prev = reading.prev;
-        out.push((expect, reading, b));
-        match prev {
-            Some(p) => expect = p,
-            None => return Answer::Blocks(out, None, ChainEnd::Done),
+        let (got, end) = match self.net.request(peer, req).await {
+            Err(NetError::Stopped) => return Answer::Stopped,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "chain request failed; will retry");
+                return Answer::Failed;
+            }
+            Ok(SyncResponse::Chain { blocks, end }) => (blocks, end),
+            Ok(SyncResponse::Error(e)) => {
+                tracing::debug!(%peer, error = %e, "peer could not serve the chain; will retry");
+                return Answer::Failed;
+            }
+            Ok(SyncResponse::Heads(_)) => return Answer::Lacks,
+        };
+        if got.is_empty() {
+            return if end == ChainEnd::Done {
+                // The walk ended before `cid` itself: at our stop or the horizon.
+                Answer::Blocks(Vec::new(), None, ChainEnd::Done)
+            } else {
+                Answer::Lacks
+            };
         }
+        let mut out = Vec::with_capacity(got.len());
+        let mut expect = cid;
+        for b in got {
+            let b = b.into_vec();
+            let reading = verify_cid(&expect, &b)
+                .then(|| Reading::decode(&b).ok())
+                .flatten();
+            let Some(reading) = reading else {
+                self.metrics.bad_blocks.inc();
+                self.net.penalize(peer).await;
+                // Keep what verified; the rest comes from someone else.
+                return Answer::Blocks(out, Some(expect), ChainEnd::Missing);
+            };
+            self.metrics.catchup_fetched.inc();
+            let prev = reading.prev;
+            out.push((expect, reading, b));
+            match prev {
+                Some(p) => expect = p,
+                None => return Answer::Blocks(out, None, ChainEnd::Done),
+            }
+        }
+        let more = match end {
+            ChainEnd::Done => None,
+            ChainEnd::Limit | ChainEnd::Missing => Some(expect),
+        };
+        Answer::Blocks(out, more, end)
     }
-    let more = match end {
-        ChainEnd::Done => None,
-        ChainEnd::Limit | ChainEnd::Missing => Some(expect),
-    };
-    Answer::Blocks(out, more, end)
 }

@@ -1,29 +1,37 @@
-//! Ingest and catch-up: validates gossip, stores readings in groups, delivers them in
-//! per-source order, fetches missing chains by CID and exchanges heads with peers so a
-//! (re)started node catches up before it reports ready.
+//! Ingest and catch-up: the actor that takes gossip (and blocks published here through
+//! `pubsub/pub`), has each message judged ([`validate`]), stores readings in groups, hands
+//! linked ones to the [`Bus`] in per-source order, parks the others in the waiting
+//! [`graph`] while their chain is fetched by CID ([`fetch`]), exchanges heads with peers and
+//! tells when the node is ready ([`readiness`]). Peers' requests are answered by [`serve`].
 
 pub mod fetch;
-pub mod protocol;
+pub mod graph;
+pub mod readiness;
 pub mod replay;
 pub mod serve;
+pub mod validate;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cid::Cid;
 use libp2p::gossipsub::MessageAcceptance;
 use libp2p::PeerId;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
-use crate::bus::Delivery;
+use crate::bus::{Bus, Linked};
+use crate::clock::now_ms;
+use crate::config::RetentionPolicy;
 use crate::metrics::Metrics;
-use crate::node::{now_ms, Node};
-use crate::p2p::{Inbound, NetEvent};
-use crate::reading::{canonical_topic, cid_of, known_topic, looks_like_reading, Reading, DAG_CBOR};
-use crate::store::Batch;
-use fetch::{Fetched, Want};
-use protocol::{SyncRequest, SyncResponse};
+use crate::p2p::protocol::{SyncRequest, SyncResponse, WireHead};
+use crate::p2p::{Handle, NetError, NetEvent};
+use crate::reading::{cid_of, Reading, DAG_CBOR};
+use crate::store::{Batch, Store, StoreError};
+use fetch::{Fetched, Fetcher, Want};
+use graph::Graph;
+use readiness::Readiness;
+use validate::Verdict;
 
 /// Most gossip messages folded into one store transaction.
 const MAX_INGEST_BATCH: usize = 1024;
@@ -31,148 +39,198 @@ const MAX_INGEST_BATCH: usize = 1024;
 const MAX_FETCHES: usize = 8;
 /// How often heads are compared with every peer (heals partitions for quiet sources).
 const HEADS_EVERY: Duration = Duration::from_secs(15);
+/// Delay before a failed heads exchange of the initial catch-up is retried.
+const HEADS_RETRY: Duration = Duration::from_millis(500);
 
-/// A reading waiting for its `prev` to be linked.
-struct Waiting {
-    cid: Cid,
+/// What the sync actor needs, and nothing more.
+#[derive(Clone)]
+pub struct SyncDeps {
+    /// The block store.
+    pub store: Store,
+    /// The network.
+    pub net: Handle,
+    /// Local delivery.
+    pub bus: Bus,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Topics whose heads are exchanged.
+    pub topics: Vec<String>,
+    /// Retention (its horizon bounds catch-up).
+    pub retention: RetentionPolicy,
+}
+
+/// A reading block published on this node (`pubsub/pub` of DAG-CBOR bytes): it takes the
+/// same path as gossip, so one place decides whether it is linked or waits.
+struct LocalBlock {
     reading: Reading,
-    size: u64,
-    from: Option<PeerId>,
-    seqno: Option<u64>,
-    data: Arc<Vec<u8>>,
+    data: Vec<u8>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Hands locally published reading blocks to the actor.
+#[derive(Clone)]
+pub struct LocalIngest(mpsc::Sender<LocalBlock>);
+
+/// The receiving end of [`LocalIngest`], for [`run`].
+pub struct LocalBlocks(mpsc::Receiver<LocalBlock>);
+
+/// A pair of [`LocalIngest`] and the [`LocalBlocks`] the actor reads.
+pub fn local_channel() -> (LocalIngest, LocalBlocks) {
+    let (tx, rx) = mpsc::channel(256);
+    (LocalIngest(tx), LocalBlocks(rx))
+}
+
+/// Why a local block was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The store refused the block.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The actor is gone.
+    #[error("the sync task has stopped; the node is shutting down")]
+    Stopped,
+}
+
+impl LocalIngest {
+    /// Stores a reading block and links it (or parks it while its chain is fetched);
+    /// returns once it is durable.
+    pub async fn ingest(&self, reading: Reading, data: Vec<u8>) -> Result<(), IngestError> {
+        let (done, rx) = oneshot::channel();
+        self.0
+            .send(LocalBlock {
+                reading,
+                data,
+                done,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        Ok(rx.await.map_err(|_| IngestError::Stopped)??)
+    }
+}
+
+/// One block on its way in: a gossip message or a local block.
+struct Incoming {
+    item: Linked,
+    via: Option<PeerId>,
+    done: Option<oneshot::Sender<Result<(), StoreError>>>,
 }
 
 enum Internal {
-    Heads(PeerId, Result<Vec<protocol::WireHead>, String>),
+    Heads(PeerId, Result<Vec<WireHead>, NetError>),
     Fetched(Fetched),
 }
 
 /// The ingest/catch-up actor.
-pub struct Sync {
-    node: Node,
+struct Sync {
+    deps: SyncDeps,
+    fetcher: Fetcher,
     internal_tx: mpsc::Sender<Internal>,
-    /// prev CID → readings waiting for it.
-    waiting: HashMap<Cid, Vec<Waiting>>,
-    /// CIDs of waiting readings (so their children wait too, without a new fetch).
-    pending: HashSet<Cid>,
-    /// Targets being fetched, with the number of readings they are expected to bring.
-    inflight: HashMap<Cid, u64>,
+    graph: Graph,
     fetch_slots: Arc<Semaphore>,
-    connected: HashSet<PeerId>,
-    /// Peers whose heads the initial catch-up still waits for (None until bootstrap tried).
-    initial: Option<HashSet<PeerId>>,
-    /// Heads the peers reported during the initial catch-up that are not linked here yet;
-    /// readiness waits for exactly these, so a node under a steady stream of new readings
-    /// still turns ready, and never before it holds what its peers held when it asked.
-    initial_heads: HashSet<Cid>,
-    /// Failed heads requests per peer during the initial catch-up.
-    heads_failures: HashMap<PeerId, u32>,
+    readiness: Readiness,
     ready: watch::Sender<bool>,
     replay: replay::ReplayGuard,
 }
 
+/// Runs the actor until the network events end.
+pub async fn run(
+    deps: SyncDeps,
+    mut events: mpsc::Receiver<NetEvent>,
+    LocalBlocks(mut local): LocalBlocks,
+    mut bootstrap_done: watch::Receiver<bool>,
+    ready: watch::Sender<bool>,
+) {
+    let (internal_tx, mut internal_rx) = mpsc::channel(256);
+    let mut me = Sync {
+        fetcher: Fetcher {
+            net: deps.net.clone(),
+            store: deps.store.clone(),
+            metrics: deps.metrics.clone(),
+        },
+        deps,
+        internal_tx,
+        graph: Graph::default(),
+        fetch_slots: Arc::new(Semaphore::new(MAX_FETCHES)),
+        readiness: Readiness::default(),
+        ready,
+        replay: replay::ReplayGuard::default(),
+    };
+    me.resume_pending();
+    let mut heads_tick = tokio::time::interval(HEADS_EVERY);
+    heads_tick.tick().await;
+    let mut bootstrap_seen = false;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { return };
+                let mut batch = Vec::new();
+                me.event(ev, &mut batch).await;
+                while batch.len() < MAX_INGEST_BATCH {
+                    match events.try_recv() {
+                        Ok(ev) => me.event(ev, &mut batch).await,
+                        Err(_) => break,
+                    }
+                }
+                me.ingest(batch).await;
+            }
+            Some(block) = local.recv() => {
+                let data = Arc::new(block.data);
+                let item = Linked {
+                    cid: cid_of(DAG_CBOR, &data),
+                    reading: block.reading,
+                    backfilled: false,
+                    from: Some(me.deps.net.local),
+                    seqno: None,
+                    data,
+                };
+                me.ingest(vec![Incoming { item, via: None, done: Some(block.done) }]).await;
+            }
+            Some(msg) = internal_rx.recv() => me.internal(msg).await,
+            changed = bootstrap_done.changed(), if !bootstrap_seen => {
+                if changed.is_err() || *bootstrap_done.borrow() {
+                    bootstrap_seen = true;
+                    // The swarm's own list: a Connected event may still be queued, and its
+                    // peer must count for the initial catch-up.
+                    let peers = me.deps.net.peer_ids();
+                    for p in &peers {
+                        me.ask_heads(*p);
+                    }
+                    me.readiness.bootstrapped(peers);
+                }
+            }
+            _ = heads_tick.tick() => {
+                for p in me.deps.net.peer_ids() {
+                    me.ask_heads(p);
+                }
+            }
+        }
+        if me.readiness.poll() {
+            tracing::info!("catch-up finished; node is ready");
+            me.deps.metrics.ready.set(1);
+            let _ = me.ready.send(true);
+        }
+        me.deps.metrics.catchup_lag.set(me.graph.lag() as i64);
+    }
+}
+
 impl Sync {
-    /// Runs the actor until the network events end.
-    pub async fn run(
-        node: Node,
-        mut events: mpsc::Receiver<NetEvent>,
-        mut bootstrap_done: watch::Receiver<bool>,
-        ready: watch::Sender<bool>,
-    ) {
-        let (internal_tx, mut internal_rx) = mpsc::channel(256);
-        let mut me = Sync {
-            node,
-            internal_tx,
-            waiting: HashMap::new(),
-            pending: HashSet::new(),
-            inflight: HashMap::new(),
-            fetch_slots: Arc::new(Semaphore::new(MAX_FETCHES)),
-            connected: HashSet::new(),
-            initial: None,
-            initial_heads: HashSet::new(),
-            heads_failures: HashMap::new(),
-            ready,
-            replay: replay::ReplayGuard::default(),
-        };
-        me.resume_pending();
-        let mut heads_tick = tokio::time::interval(HEADS_EVERY);
-        heads_tick.tick().await;
-        let mut bootstrap_seen = false;
-        loop {
-            tokio::select! {
-                ev = events.recv() => {
-                    let Some(ev) = ev else { return };
-                    let mut batch = Vec::new();
-                    me.event(ev, &mut batch).await;
-                    while batch.len() < MAX_INGEST_BATCH {
-                        match events.try_recv() {
-                            Ok(ev) => me.event(ev, &mut batch).await,
-                            Err(_) => break,
-                        }
-                    }
-                    me.ingest(batch).await;
-                }
-                Some(msg) = internal_rx.recv() => me.internal(msg).await,
-                changed = bootstrap_done.changed(), if !bootstrap_seen => {
-                    if changed.is_err() || *bootstrap_done.borrow() {
-                        bootstrap_seen = true;
-                        // The swarm's own list, not our event-fed one: a Connected event may
-                        // still be queued, and its peer must count for the initial catch-up.
-                        let peers = me.node.net.peers().await.unwrap_or_default();
-                        let initial: HashSet<PeerId> = peers.iter().map(|p| p.peer).collect();
-                        for p in &initial {
-                            me.connected.insert(*p);
-                            me.ask_heads(*p);
-                        }
-                        me.initial = Some(initial);
-                    }
-                }
-                _ = heads_tick.tick() => {
-                    for p in me.connected.clone() {
-                        me.ask_heads(p);
-                    }
-                }
-            }
-            me.check_ready();
-            me.node
-                .metrics
-                .catchup_lag
-                .set(me.inflight.values().sum::<u64>() as i64);
-        }
-    }
-
-    fn check_ready(&mut self) {
-        if *self.ready.borrow() {
-            return;
-        }
-        if let Some(initial) = &self.initial {
-            if initial.is_empty() && self.initial_heads.is_empty() {
-                tracing::info!("catch-up finished; node is ready");
-                self.node.metrics.ready.set(1);
-                let _ = self.ready.send(true);
-            }
-        }
-    }
-
     /// Readings left unlinked by a previous run resume their fetch.
     fn resume_pending(&mut self) {
-        let Ok(pending) = self.node.store.pending() else {
+        let Ok(pending) = self.deps.store.pending() else {
             return;
         };
         for p in pending {
-            let Some(prev) = p.reading.prev else { continue };
             let data = self
-                .node
+                .deps
                 .store
                 .get(&p.cid)
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            self.pending.insert(p.cid);
-            self.waiting.entry(prev).or_default().push(Waiting {
+            self.graph.wait(Linked {
                 cid: p.cid,
                 reading: p.reading,
-                size: data.len() as u64,
+                backfilled: true,
                 from: None,
                 seqno: None,
                 data: Arc::new(data),
@@ -180,133 +238,119 @@ impl Sync {
         }
     }
 
-    async fn event(&mut self, ev: NetEvent, batch: &mut Vec<(Inbound, Reading)>) {
+    async fn event(&mut self, ev: NetEvent, batch: &mut Vec<Incoming>) {
         match ev {
             NetEvent::Message(m) => {
-                if let Some(r) = self.validate(&m).await {
-                    batch.push((m, r));
+                let replayed = match (m.from, m.seqno) {
+                    (Some(from), Some(seqno)) => {
+                        self.replay.check(from, seqno) != replay::Seen::Fresh
+                    }
+                    _ => false,
+                };
+                let topic = crate::reading::canonical_topic(&m.topic).to_string();
+                let verdict = validate::validate(&topic, &m.data, replayed);
+                let acceptance = match &verdict {
+                    Verdict::Reject(reason) => {
+                        tracing::warn!(peer = %m.via, from = ?m.from, %topic, reason, "rejected a bad message from a peer");
+                        self.deps.metrics.reject(&topic, reason);
+                        MessageAcceptance::Reject
+                    }
+                    _ => MessageAcceptance::Accept,
+                };
+                self.deps.net.report(m.id.clone(), m.via, acceptance).await;
+                let data = Arc::new(m.data);
+                match verdict {
+                    Verdict::Reading(reading) => batch.push(Incoming {
+                        item: Linked {
+                            cid: cid_of(DAG_CBOR, &data),
+                            reading,
+                            backfilled: false,
+                            from: m.from,
+                            seqno: m.seqno,
+                            data,
+                        },
+                        via: Some(m.via),
+                        done: None,
+                    }),
+                    Verdict::Raw => self.deps.bus.deliver_raw(&topic, m.from, m.seqno, data),
+                    Verdict::Reject(_) => {}
                 }
             }
             NetEvent::Connected(p) => {
-                self.connected.insert(p);
-                self.node.metrics.peers.set(self.connected.len() as i64);
+                self.deps
+                    .metrics
+                    .peers
+                    .set(self.deps.net.peers().len() as i64);
                 self.ask_heads(p);
-                self.refetch_waiting(p);
+                self.refetch_orphans(p);
             }
             NetEvent::Disconnected(p) => {
-                self.connected.remove(&p);
-                self.node.metrics.peers.set(self.connected.len() as i64);
-                if let Some(i) = self.initial.as_mut() {
-                    i.remove(&p);
-                }
+                self.deps
+                    .metrics
+                    .peers
+                    .set(self.deps.net.peers().len() as i64);
+                self.readiness.left(&p);
             }
         }
     }
 
-    /// Checks a gossip message and reports the verdict to gossipsub; readings go on to ingest.
-    async fn validate(&mut self, m: &Inbound) -> Option<Reading> {
-        let topic = canonical_topic(&m.topic).to_string();
-        let replayed = match (m.from, m.seqno) {
-            (Some(from), Some(seqno)) => self.replay.check(from, seqno) != replay::Seen::Fresh,
-            _ => false,
-        };
-        let verdict = if replayed {
-            Err("replayed-seqno")
-        } else if looks_like_reading(&m.data) {
-            match Reading::decode(&m.data) {
-                Ok(r) if r.topic == topic => Ok(Some(r)),
-                Ok(_) => Err("wrong-topic"),
-                Err(crate::reading::ReadingError::Decode(_)) => Err("not-cbor"),
-                Err(_) => Err("bad-reading"),
-            }
-        } else if known_topic(&topic).is_some() {
-            Err("not-a-reading")
-        } else {
-            Ok(None)
-        };
-        match verdict {
-            Ok(r) => {
-                self.node
-                    .net
-                    .report(m.id.clone(), m.via, MessageAcceptance::Accept)
-                    .await;
-                if r.is_none() {
-                    self.node.bus.send(
-                        &topic,
-                        Delivery::Raw {
-                            from: m.from,
-                            seqno: m.seqno,
-                            data: Arc::new(m.data.clone()),
-                        },
-                    );
-                }
-                r
-            }
-            Err(reason) => {
-                tracing::warn!(peer = %m.via, from = ?m.from, %topic, reason, "rejected a bad message from a peer");
-                self.node.metrics.reject(&topic, reason);
-                self.node
-                    .net
-                    .report(m.id.clone(), m.via, MessageAcceptance::Reject)
-                    .await;
-                None
-            }
-        }
+    fn is_linked(&self, cid: &Cid) -> bool {
+        self.deps.store.is_linked(cid).unwrap_or(false)
     }
 
-    /// Stores a group of validated readings in one transaction, then delivers those whose
-    /// chain is complete and starts fetches for the others.
-    async fn ingest(&mut self, batch: Vec<(Inbound, Reading)>) {
+    fn horizon(&self, topic: &str) -> u64 {
+        self.deps.retention.horizon(topic, now_ms())
+    }
+
+    /// Stores a group of readings in one transaction, then delivers those whose chain is
+    /// complete and starts fetches for the others.
+    async fn ingest(&mut self, batch: Vec<Incoming>) {
         if batch.is_empty() {
             return;
         }
         let mut out = Batch::default();
-        let mut deliver: Vec<Waiting> = Vec::new();
+        let mut deliver: Vec<Linked> = Vec::new();
         let mut linked_now: HashSet<Cid> = HashSet::new();
-        let mut fetch: Vec<(Cid, Reading, PeerId)> = Vec::new();
-        for (m, reading) in batch {
-            let cid = cid_of(DAG_CBOR, &m.data);
-            self.node
-                .metrics
-                .received
-                .get_or_create(&Metrics::topic(&reading.topic))
-                .inc();
-            if linked_now.contains(&cid)
-                || self.pending.contains(&cid)
-                || self.node.store.is_linked(&cid).unwrap_or(false)
-            {
+        let mut fetch: Vec<(Cid, Reading, Option<PeerId>)> = Vec::new();
+        let mut acks = Vec::new();
+        for Incoming { item, via, done } in batch {
+            acks.extend(done);
+            if via.is_some() {
+                self.deps
+                    .metrics
+                    .received
+                    .get_or_create(&Metrics::topic(&item.reading.topic))
+                    .inc();
+            }
+            let cid = item.cid;
+            if linked_now.contains(&cid) || self.graph.is_pending(&cid) || self.is_linked(&cid) {
                 continue;
             }
-            let size = m.data.len() as u64;
-            let w = Waiting {
-                cid,
-                reading,
-                size,
-                from: m.from,
-                seqno: m.seqno,
-                data: Arc::new(m.data),
-            };
-            out.blocks.push((cid, w.data.to_vec()));
-            if self.is_linkable(&w.reading, &linked_now) {
-                self.link(w, &mut out, &mut deliver, &mut linked_now);
+            out.blocks.push((cid, item.data.to_vec()));
+            let horizon = self.horizon(&item.reading.topic);
+            if graph::linkable(&item.reading, horizon, |p| {
+                linked_now.contains(p) || self.is_linked(p)
+            }) {
+                self.link(item, &mut out, &mut deliver, &mut linked_now);
             } else {
-                let prev = w.reading.prev.expect("unlinkable readings have a prev");
                 out.pending.push(cid);
-                self.pending.insert(cid);
-                if !self.pending.contains(&prev) && !self.inflight.contains_key(&prev) {
-                    fetch.push((prev, w.reading.clone(), m.via));
+                let child = item.reading.clone();
+                if let Some(prev) = self.graph.wait(item) {
+                    fetch.push((prev, child, via));
                 }
-                self.waiting.entry(prev).or_default().push(w);
             }
         }
         // Subscribers get gossip before this node's own commit: the publisher acknowledged
         // the reading only once it was durable there, so a crash here loses nothing (catch-up
         // refetches it), and the delay is one fsync shorter.
-        for w in deliver {
-            self.node
-                .deliver(w.cid, &w.reading, false, w.from, w.seqno, w.data);
+        for l in deliver {
+            self.deps.bus.deliver(l);
         }
-        if let Err(e) = self.node.store.write(out).await {
+        let written = self.deps.store.write(out).await;
+        for done in acks {
+            let _ = done.send(written.clone());
+        }
+        if let Err(e) = written {
             tracing::error!(error = %e, "could not store received readings; peers will resend them on catch-up");
             return;
         }
@@ -324,7 +368,7 @@ impl Sync {
 
     /// The newest seq of a source held here (0 for none).
     fn head_seq(&self, topic: &str, source: &str) -> u64 {
-        self.node
+        self.deps
             .store
             .head(topic, source)
             .ok()
@@ -332,84 +376,79 @@ impl Sync {
             .map_or(0, |h| h.seq)
     }
 
-    fn is_linkable(&self, r: &Reading, linked_now: &HashSet<Cid>) -> bool {
-        let horizon = self.horizon(&r.topic);
-        match r.prev {
-            None => true,
-            Some(p) => {
-                linked_now.contains(&p)
-                    || r.time < horizon
-                    || self.node.store.is_linked(&p).unwrap_or(false)
-            }
-        }
-    }
-
-    fn horizon(&self, topic: &str) -> u64 {
-        let age = self.node.config.retention_for(topic).max_age.as_millis() as u64;
-        now_ms().saturating_sub(age)
-    }
-
     /// Marks a reading linked and, transitively, every reading that was waiting for it.
     fn link(
         &mut self,
-        w: Waiting,
+        item: Linked,
         out: &mut Batch,
-        deliver: &mut Vec<Waiting>,
+        deliver: &mut Vec<Linked>,
         linked_now: &mut HashSet<Cid>,
     ) {
-        let mut stack = vec![w];
-        while let Some(w) = stack.pop() {
-            self.pending.remove(&w.cid);
-            self.initial_heads.remove(&w.cid);
-            linked_now.insert(w.cid);
-            out.linked.push((w.cid, w.reading.clone(), w.size));
-            if let Some(children) = self.waiting.remove(&w.cid) {
-                stack.extend(children);
-            }
-            deliver.push(w);
+        for l in self.graph.link(item) {
+            self.record_linked(l, out, deliver, linked_now);
         }
     }
 
-    fn start_fetch(&mut self, target: Cid, stop_seq: u64, topic: &str, expected: u64, via: PeerId) {
-        if self.inflight.contains_key(&target) {
+    fn record_linked(
+        &mut self,
+        l: Linked,
+        out: &mut Batch,
+        deliver: &mut Vec<Linked>,
+        linked_now: &mut HashSet<Cid>,
+    ) {
+        self.readiness.settled(&l.cid);
+        linked_now.insert(l.cid);
+        out.linked
+            .push((l.cid, l.reading.clone(), l.data.len() as u64));
+        deliver.push(l);
+    }
+
+    fn start_fetch(
+        &mut self,
+        target: Cid,
+        stop_seq: u64,
+        topic: &str,
+        expected: u64,
+        via: Option<PeerId>,
+    ) {
+        if !self.graph.start_fetch(target, expected) {
             return;
         }
-        self.inflight.insert(target, expected.max(1));
-        let mut peers: Vec<PeerId> = vec![via];
-        peers.extend(self.connected.iter().filter(|p| **p != via));
+        let mut peers: Vec<PeerId> = via.into_iter().collect();
+        peers.extend(
+            self.deps
+                .net
+                .peer_ids()
+                .into_iter()
+                .filter(|p| Some(*p) != via),
+        );
         let want = Want {
             target,
             stop_seq,
             min_time: self.horizon(topic),
             peers,
         };
-        let node = self.node.clone();
+        let fetcher = self.fetcher.clone();
         let tx = self.internal_tx.clone();
         let slots = self.fetch_slots.clone();
         tracing::info!(%target, stop_seq, "catch-up started");
         tokio::spawn(async move {
             let _permit = slots.acquire().await;
-            let fetched = fetch::fetch_chain(&node, want).await;
+            let fetched = fetcher.fetch_chain(want).await;
             let _ = tx.send(Internal::Fetched(fetched)).await;
         });
     }
 
     /// Chains whose fetch found no peer (or predate this run) are tried again with a new peer.
-    fn refetch_waiting(&mut self, peer: PeerId) {
-        let orphans: Vec<(Cid, Reading)> = self
-            .waiting
-            .iter()
-            .filter(|(prev, _)| !self.pending.contains(*prev) && !self.inflight.contains_key(*prev))
-            .filter_map(|(prev, ws)| ws.first().map(|w| (*prev, w.reading.clone())))
-            .collect();
-        for (prev, child) in orphans {
+    fn refetch_orphans(&mut self, peer: PeerId) {
+        for (prev, child) in self.graph.orphans() {
             let stop = self.head_seq(&child.topic, &child.source);
             self.start_fetch(
                 prev,
                 stop,
                 &child.topic,
                 child.seq.saturating_sub(stop + 1),
-                peer,
+                Some(peer),
             );
         }
     }
@@ -419,16 +458,16 @@ impl Sync {
     }
 
     fn ask_heads_after(&self, peer: PeerId, delay: Duration) {
-        let node = self.node.clone();
+        let net = self.deps.net.clone();
         let tx = self.internal_tx.clone();
-        let topics = self.node.config.topics.clone();
+        let topics = self.deps.topics.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let r = match node.net.request(peer, SyncRequest::Heads { topics }).await {
-                Ok(Ok(SyncResponse::Heads(h))) => Ok(h),
-                Ok(Ok(_)) => Err("unexpected answer".to_string()),
-                Ok(Err(e)) => Err(e),
-                Err(e) => Err(e.to_string()),
+            let r = match net.request(peer, SyncRequest::Heads { topics }).await {
+                Ok(SyncResponse::Heads(h)) => Ok(h),
+                Ok(SyncResponse::Error(e)) => Err(NetError::Request(e)),
+                Ok(_) => Err(NetError::Request("unexpected answer to Heads".into())),
+                Err(e) => Err(e),
             };
             let _ = tx.send(Internal::Heads(peer, r)).await;
         });
@@ -436,52 +475,34 @@ impl Sync {
 
     async fn internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Heads(peer, result) => {
-                let heads = match result {
-                    Ok(h) => h,
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "heads exchange failed");
-                        let waiting = self.initial.as_ref().is_some_and(|i| i.contains(&peer));
-                        let failures = {
-                            let f = self.heads_failures.entry(peer).or_insert(0);
-                            *f += 1;
-                            *f
-                        };
-                        if waiting && failures < 5 && self.connected.contains(&peer) {
-                            // Readiness must not come from a failed exchange: ask again.
-                            self.ask_heads_after(peer, Duration::from_millis(500));
-                        } else if let Some(i) = self.initial.as_mut() {
-                            i.remove(&peer);
-                        }
-                        return;
-                    }
-                };
-                let counts_for_ready = self.initial.as_ref().is_some_and(|i| i.contains(&peer))
-                    && !*self.ready.borrow();
+            Internal::Heads(peer, Err(e)) => {
+                tracing::debug!(%peer, error = %e, "heads exchange failed");
+                let connected = self.deps.net.is_connected(&peer);
+                if self.readiness.failed(&peer, connected) {
+                    self.ask_heads_after(peer, HEADS_RETRY);
+                }
+            }
+            Internal::Heads(peer, Ok(heads)) => {
+                let counts = self.readiness.counts(&peer);
                 for h in heads {
                     let Ok(cid) = Cid::try_from(h.cid.as_slice()) else {
                         continue;
                     };
-                    if counts_for_ready && !self.node.store.is_linked(&cid).unwrap_or(false) {
-                        let ours = self.head_seq(&h.topic, &h.source);
-                        if h.seq > ours {
-                            self.initial_heads.insert(cid);
-                        }
-                    }
-                    if self.pending.contains(&cid)
-                        || self.inflight.contains_key(&cid)
-                        || self.node.store.is_linked(&cid).unwrap_or(false)
-                    {
+                    if self.is_linked(&cid) {
                         continue;
                     }
                     let ours = self.head_seq(&h.topic, &h.source);
-                    if h.seq > ours {
-                        self.start_fetch(cid, ours, &h.topic, h.seq - ours, peer);
+                    if h.seq <= ours {
+                        continue;
+                    }
+                    if counts {
+                        self.readiness.expect(cid);
+                    }
+                    if !self.graph.is_known(&cid) {
+                        self.start_fetch(cid, ours, &h.topic, h.seq - ours, Some(peer));
                     }
                 }
-                if let Some(i) = self.initial.as_mut() {
-                    i.remove(&peer);
-                }
+                self.readiness.answered(&peer);
             }
             Internal::Fetched(f) => self.fetched(f).await,
         }
@@ -489,13 +510,13 @@ impl Sync {
 
     /// Links a fetched chain oldest first, then whatever was waiting on its newest block.
     async fn fetched(&mut self, f: Fetched) {
-        self.inflight.remove(&f.target);
+        self.graph.end_fetch(&f.target);
         if !f.complete && f.blocks.is_empty() {
             // Nobody could supply it: readiness does not wait for the impossible.
-            self.initial_heads.remove(&f.target);
+            self.readiness.settled(&f.target);
         }
         if !f.complete {
-            self.node.metrics.catchup_gaps.inc();
+            self.deps.metrics.catchup_gaps.inc();
             tracing::warn!(target = %f.target, got = f.blocks.len(), "no peer holds the rest of this chain; delivering what arrived with a gap");
         }
         let mut out = Batch::default();
@@ -504,40 +525,35 @@ impl Sync {
         let count = f.blocks.len();
         for (cid, reading, bytes) in f.blocks.into_iter().rev() {
             // Gossip may have brought and linked it while the fetch ran: deliver it once.
-            if linked_now.contains(&cid) || self.node.store.is_linked(&cid).unwrap_or(false) {
+            if linked_now.contains(&cid) || self.is_linked(&cid) {
                 continue;
             }
             out.blocks.push((cid, bytes.clone()));
-            let w = Waiting {
+            let item = Linked {
                 cid,
-                size: bytes.len() as u64,
                 reading,
+                backfilled: true,
                 from: None,
                 seqno: None,
                 data: Arc::new(bytes),
             };
-            self.link(w, &mut out, &mut deliver, &mut linked_now);
+            self.link(item, &mut out, &mut deliver, &mut linked_now);
         }
         // Readings waiting on a block nobody could supply are linked past the gap.
         if !f.complete || count == 0 {
-            if let Some(children) = self.waiting.remove(&f.target) {
-                for c in children {
-                    self.link(c, &mut out, &mut deliver, &mut linked_now);
-                }
+            for l in self.graph.link_past(&f.target) {
+                self.record_linked(l, &mut out, &mut deliver, &mut linked_now);
             }
         }
-        if let Err(e) = self.node.store.write(out).await {
+        if let Err(e) = self.deps.store.write(out).await {
             tracing::error!(error = %e, "could not store fetched blocks");
             return;
         }
         if count > 0 {
             tracing::info!(blocks = count, "catch-up finished for a chain");
         }
-        let fetched_set: HashSet<Cid> = deliver.iter().map(|w| w.cid).collect();
-        for w in deliver {
-            let backfilled = w.from.is_none() && fetched_set.contains(&w.cid) && w.seqno.is_none();
-            self.node
-                .deliver(w.cid, &w.reading, backfilled, w.from, w.seqno, w.data);
+        for l in deliver {
+            self.deps.bus.deliver(l);
         }
     }
 }

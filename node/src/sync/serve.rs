@@ -6,38 +6,42 @@ use libp2p::request_response::ResponseChannel;
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, MAX_CHAIN_BLOCKS};
-use crate::node::Node;
-use crate::p2p::InboundRequest;
+use crate::p2p::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, MAX_CHAIN_BLOCKS};
+use crate::p2p::{Handle, InboundRequest};
+use crate::store::Store;
 
 /// Requests answered at once; more wait in the queue (bounded by the swarm).
 const CONCURRENT_ANSWERS: usize = 16;
 
 /// Answers peers' requests until the swarm stops.
-pub async fn run(node: Node, mut requests: mpsc::Receiver<InboundRequest>) {
+pub async fn run(store: Store, net: Handle, mut requests: mpsc::Receiver<InboundRequest>) {
     let slots = Arc::new(Semaphore::new(CONCURRENT_ANSWERS));
     while let Some(r) = requests.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let node = node.clone();
+        let (store, net) = (store.clone(), net.clone());
         tokio::spawn(async move {
-            answer(node, r.request, r.channel).await;
+            answer(store, net, r.request, r.channel).await;
             drop(permit);
         });
     }
 }
 
 /// Computes the answer and sends it back through the swarm.
-pub async fn answer(node: Node, request: SyncRequest, channel: ResponseChannel<SyncResponse>) {
-    let store = node.store.clone();
+pub async fn answer(
+    store: Store,
+    net: Handle,
+    request: SyncRequest,
+    channel: ResponseChannel<SyncResponse>,
+) {
     let resp = tokio::task::spawn_blocking(move || respond(&store, request))
         .await
         .unwrap_or_else(|e| SyncResponse::Error(format!("internal error: {e}")));
-    node.net.respond(channel, resp).await;
+    net.respond(channel, resp).await;
 }
 
-fn respond(store: &crate::store::Store, request: SyncRequest) -> SyncResponse {
+fn respond(store: &Store, request: SyncRequest) -> SyncResponse {
     match request {
         SyncRequest::Heads { topics } => match store.heads(&topics) {
             Ok(heads) => SyncResponse::Heads(

@@ -13,8 +13,8 @@ use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, request_response, tcp, yamux, Multiaddr, StreamProtocol};
+use sensornet::p2p::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, PROTOCOL};
 use sensornet::reading::Reading;
-use sensornet::sync::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, PROTOCOL};
 use serde_bytes::ByteBuf;
 
 mod replay;

@@ -1,0 +1,328 @@
+//! The router driven without a socket: an assembled node on an in-memory store, a swarm that
+//! listens nowhere, and requests handed straight to the `axum::Router` service.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use super::router;
+use crate::config::{resolve, DaemonArgs, FileConfig};
+use crate::daemon::Node;
+use crate::repo::Repo;
+use crate::store::Store;
+
+async fn node(token: Option<&str>) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = resolve(
+        &DaemonArgs::default(),
+        FileConfig::default(),
+        &Repo::at(dir.path()),
+        token.map(str::to_string),
+    )
+    .unwrap();
+    // No socket: the swarm listens nowhere and dials no one.
+    config.listen.clear();
+    config.bootstrap.clear();
+    let key = libp2p::identity::Keypair::generate_ed25519();
+    Node::assemble(key, Store::in_memory().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+/// Sends one request; returns the status and the body (JSON when it parses).
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    let body = match body {
+        Some((content_type, bytes)) => {
+            req = req.header("content-type", content_type);
+            Body::from(bytes)
+        }
+        None => Body::empty(),
+    };
+    let resp = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
+}
+
+/// A multipart body with one file part, as Kubo clients send it.
+fn multipart(data: &[u8]) -> (&'static str, Vec<u8>) {
+    let mut b = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    b.extend_from_slice(data);
+    b.extend_from_slice(b"\r\n--XyZ--\r\n");
+    ("multipart/form-data; boundary=XyZ", b)
+}
+
+/// Asserts a Kubo-shaped error with `status` whose message contains `needle`.
+fn assert_error(got: &(StatusCode, Value), status: StatusCode, needle: &str, what: &str) {
+    assert_eq!(got.0, status, "{what}: {}", got.1);
+    assert_eq!(got.1["Type"], "error", "{what}: {}", got.1);
+    let code = if status.is_client_error() { 1 } else { 0 };
+    let code = if matches!(status.as_u16(), 401 | 403) {
+        4
+    } else {
+        code
+    };
+    assert_eq!(got.1["Code"], code, "{what}: {}", got.1);
+    let msg = got.1["Message"].as_str().unwrap_or_default();
+    assert!(msg.contains(needle), "{what}: {msg:?} lacks {needle:?}");
+}
+
+/// base64url multibase of a topic, as Kubo clients encode it.
+fn mb(topic: &str) -> String {
+    multibase::encode(multibase::Base::Base64Url, topic)
+}
+
+const ROUTES: [&str; 17] = [
+    "id",
+    "version",
+    "swarm/peers",
+    "swarm/connect",
+    "pubsub/pub",
+    "pubsub/sub",
+    "pubsub/ls",
+    "pubsub/peers",
+    "block/get",
+    "block/put",
+    "block/stat",
+    "dag/get",
+    "dag/put",
+    "reading/pub",
+    "reading/history",
+    "reading/sub",
+    "reading/heads",
+];
+
+#[tokio::test]
+async fn every_route_refuses_get_and_unknown_routes_are_404() {
+    let node = node(None).await;
+    let app = router(node.api_state());
+    for route in ROUTES {
+        let got = call(&app, "GET", &format!("/api/v0/{route}"), None).await;
+        assert_error(&got, StatusCode::METHOD_NOT_ALLOWED, "POST only", route);
+    }
+    let got = call(&app, "POST", "/api/v0/nope", None).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "docs/api.md", "unknown route");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_and_malformed_arguments_are_400_with_advice() {
+    let node = node(None).await;
+    let app = router(node.api_state());
+    let cases: [(&str, &str); 21] = [
+        ("swarm/connect", "\"arg\" is required"),
+        ("swarm/connect?arg=not-a-multiaddr", "invalid multiaddr"),
+        ("pubsub/pub", "\"arg\" is required"),
+        ("pubsub/pub?arg=temperature", "not multibase"),
+        ("pubsub/sub", "\"arg\" is required"),
+        ("pubsub/sub?arg=%25%25", "not multibase"),
+        ("pubsub/peers?arg=%25%25", "not multibase"),
+        ("block/get", "\"arg\" is required"),
+        ("block/get?arg=bafynope", "invalid CID"),
+        ("block/stat?arg=bafynope", "invalid CID"),
+        ("block/put?cid-codec=zip", "unknown codec"),
+        ("block/put?mhtype=md5", "sha2-256"),
+        ("dag/get?arg=xyz", "invalid CID"),
+        ("dag/put?input-codec=yaml", "unknown codec"),
+        ("reading/pub?value=1", "\"topic\" is required"),
+        ("reading/pub?topic=temp", "\"value\" is required"),
+        ("reading/pub?topic=temp&value=warm", "argument \"value\""),
+        (
+            "reading/pub?topic=temp&value=1&time=yesterday",
+            "argument \"time\"",
+        ),
+        ("reading/history", "\"topic\" is required"),
+        ("reading/history?topic=temp&since=forever", "use e.g. 10m"),
+        ("reading/sub?topic=temp&since=-1", "use e.g. 10m"),
+    ];
+    for (uri, needle) in cases {
+        let got = call(&app, "POST", &format!("/api/v0/{uri}"), None).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, needle, uri);
+    }
+    let got = call(
+        &app,
+        "POST",
+        "/api/v0/reading/history?topic=temp&limit=-3",
+        None,
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "argument \"limit\"", "limit");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_bodies_and_values_are_refused_and_nothing_is_stored() {
+    let node = node(None).await;
+    let app = router(node.api_state());
+    // A value out of the topic's range.
+    let got = call(
+        &app,
+        "POST",
+        "/api/v0/reading/pub?topic=temp&value=900",
+        None,
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "temperature", "out of range");
+    // pubsub/pub without a multipart body, and a sensor topic fed a word.
+    let topic = mb("temperature");
+    let got = call(
+        &app,
+        "POST",
+        &format!("/api/v0/pubsub/pub?arg={topic}"),
+        None,
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "multipart", "no body");
+    let got = call(
+        &app,
+        "POST",
+        &format!("/api/v0/pubsub/pub?arg={topic}"),
+        Some(multipart(b"warm")),
+    )
+    .await;
+    assert_error(
+        &got,
+        StatusCode::BAD_REQUEST,
+        "send a number",
+        "a word on temperature",
+    );
+    // A body over the limit.
+    let got = call(
+        &app,
+        "POST",
+        &format!("/api/v0/pubsub/pub?arg={}", mb("chat")),
+        Some(multipart(&vec![b'x'; super::MAX_BODY + 1])),
+    )
+    .await;
+    assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "limit", "oversized");
+    // dag/put of something that is not DAG-JSON.
+    let got = call(&app, "POST", "/api/v0/dag/put", Some(multipart(b"{nope"))).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "not DAG-JSON", "dag/put");
+    // Nothing of it was stored.
+    let (st, heads) = call(&app, "POST", "/api/v0/reading/heads", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(heads["Heads"], serde_json::json!([]));
+    // A block this node does not hold: Kubo answers 500 too.
+    let (_, bytes) = crate::reading::Reading {
+        aqi: None,
+        seq: 1,
+        prev: None,
+        time: 1,
+        unit: "°C".into(),
+        topic: "temperature".into(),
+        value: 1.0,
+        source: "x".into(),
+    }
+    .encode();
+    let missing = crate::reading::cid_of(crate::reading::DAG_CBOR, &bytes);
+    for route in ["block/get", "block/stat", "dag/get"] {
+        let got = call(
+            &app,
+            "POST",
+            &format!("/api/v0/{route}?arg={missing}"),
+            None,
+        )
+        .await;
+        assert_error(&got, StatusCode::INTERNAL_SERVER_ERROR, "not found", route);
+    }
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_published_reading_is_served_by_every_read_route() {
+    let node = node(None).await;
+    let app = router(node.api_state());
+    let (st, v) = call(
+        &app,
+        "POST",
+        "/api/v0/reading/pub?topic=temp&value=21.5&source=t1",
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["Topic"].as_str(), v["Seq"].as_u64()),
+        (Some("temperature"), Some(1))
+    );
+    let cid = v["Cid"].as_str().unwrap().to_string();
+    let (st, v) = call(
+        &app,
+        "POST",
+        "/api/v0/reading/pub?topic=temp&value=22&source=t1",
+        None,
+    )
+    .await;
+    assert_eq!((st, v["Seq"].as_u64()), (StatusCode::OK, Some(2)));
+    let (st, stat) = call(&app, "POST", &format!("/api/v0/block/stat?arg={cid}"), None).await;
+    assert_eq!(
+        (st, stat["Key"].as_str()),
+        (StatusCode::OK, Some(cid.as_str()))
+    );
+    let second = v["Cid"].as_str().unwrap();
+    let (st, prev) = call(
+        &app,
+        "POST",
+        &format!("/api/v0/dag/get?arg={second}/prev"),
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        prev["/"].as_str(),
+        Some(cid.as_str()),
+        "prev links the first reading"
+    );
+    let (st, heads) = call(&app, "POST", "/api/v0/reading/heads?topic=temp", None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(heads["Heads"][0]["seq"], 2);
+    let (st, history) = call(
+        &app,
+        "POST",
+        "/api/v0/reading/history?topic=temperature",
+        None,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let lines: Vec<&str> = history.as_str().unwrap_or_default().lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_token_is_required_and_checked() {
+    let node = node(Some("s3cret")).await;
+    let app = router(node.api_state());
+    let got = call(&app, "POST", "/api/v0/id", None).await;
+    assert_error(
+        &got,
+        StatusCode::UNAUTHORIZED,
+        "requires a token",
+        "no token",
+    );
+    let req = |token: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/v0/id")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let wrong = app.clone().oneshot(req("s3cres")).await.unwrap();
+    assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+    let short = app.clone().oneshot(req("s3")).await.unwrap();
+    assert_eq!(short.status(), StatusCode::FORBIDDEN);
+    let right = app.clone().oneshot(req("s3cret")).await.unwrap();
+    assert_eq!(right.status(), StatusCode::OK);
+    node.shutdown().await;
+}

@@ -1,0 +1,200 @@
+//! Publishing from this node: a reading is chained to its source's head, committed, gossiped
+//! and delivered locally; a raw `pubsub/pub` payload is gossiped (and, when it is a reading
+//! block, stored through the same path as gossip).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cid::Cid;
+use tokio::sync::Mutex;
+
+use crate::bus::{Bus, Linked};
+use crate::clock::now_ms;
+use crate::metrics::Metrics;
+use crate::p2p::{Handle, NetError};
+use crate::reading::{canonical_topic, known_topic, Reading, ReadingError};
+use crate::store::{Batch, Store, StoreError};
+use crate::sync::{IngestError, LocalIngest};
+
+/// One lock per (topic, source): a source's readings get consecutive seqs.
+type SourceLocks = HashMap<(String, String), Arc<Mutex<()>>>;
+
+/// Publishing failures.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Invalid(#[from] ReadingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the node is shutting down")]
+    Stopped,
+}
+
+impl From<IngestError> for PublishError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Store(e) => PublishError::Store(e),
+            IngestError::Stopped => PublishError::Stopped,
+        }
+    }
+}
+
+/// Fields of a reading to publish; the node fills `seq`, `prev` and defaults.
+#[derive(Debug, Clone, Default)]
+pub struct NewReading {
+    /// Topic (aliases allowed).
+    pub topic: String,
+    /// Value.
+    pub value: f64,
+    /// Unit; defaults to the known topic's unit.
+    pub unit: Option<String>,
+    /// Source id; defaults to the node's own.
+    pub source: Option<String>,
+    /// Measurement time (unix ms); defaults to now.
+    pub time: Option<u64>,
+    /// AQI for air-quality readings.
+    pub aqi: Option<u16>,
+}
+
+/// Publishes readings and raw payloads; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    store: Store,
+    net: Handle,
+    bus: Bus,
+    ingest: LocalIngest,
+    metrics: Metrics,
+    default_source: String,
+    source_locks: Arc<std::sync::Mutex<SourceLocks>>,
+}
+
+impl Publisher {
+    /// A publisher whose readings default to `default_source`.
+    pub fn new(
+        store: Store,
+        net: Handle,
+        bus: Bus,
+        ingest: LocalIngest,
+        metrics: Metrics,
+        default_source: String,
+    ) -> Publisher {
+        Publisher {
+            store,
+            net,
+            bus,
+            ingest,
+            metrics,
+            default_source,
+            source_locks: Default::default(),
+        }
+    }
+
+    fn source_lock(&self, topic: &str, source: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.source_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks
+            .entry((topic.to_string(), source.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Gossips `data`; a gossip failure is not the publisher's failure (the block is stored
+    /// and peers catch up by CID), a stopped network is.
+    async fn gossip(&self, topic: &str, data: Vec<u8>) -> Result<(), PublishError> {
+        match self.net.publish(topic, data).await {
+            Ok(()) => Ok(()),
+            Err(NetError::Stopped) => Err(PublishError::Stopped),
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "gossip publish failed; peers will catch up by CID");
+                Ok(())
+            }
+        }
+    }
+
+    /// Publishes a reading: chained to the source's head, committed, then gossiped.
+    /// Returns once the block is durable.
+    pub async fn publish_reading(&self, new: NewReading) -> Result<(Cid, Reading), PublishError> {
+        let topic = canonical_topic(new.topic.trim()).to_string();
+        let unit = new
+            .unit
+            .or_else(|| known_topic(&topic).map(|t| t.unit.to_string()))
+            .unwrap_or_default();
+        let source = new.source.unwrap_or_else(|| self.default_source.clone());
+        let mut reading = Reading {
+            aqi: new.aqi,
+            seq: 1,
+            prev: None,
+            time: new.time.unwrap_or_else(now_ms),
+            unit,
+            topic,
+            value: new.value,
+            source,
+        };
+        reading.validate()?;
+        let lock = self.source_lock(&reading.topic, &reading.source);
+        let _guard = lock.lock().await;
+        if let Some(head) = self.store.head(&reading.topic, &reading.source)? {
+            reading.seq = head.seq + 1;
+            reading.prev = Some(head.cid);
+        }
+        let (cid, bytes) = reading.encode();
+        let size = bytes.len() as u64;
+        let committed = self
+            .store
+            .submit(Batch {
+                blocks: vec![(cid, bytes.clone())],
+                linked: vec![(cid, reading.clone(), size)],
+                ..Batch::default()
+            })
+            .await?;
+        // Gossip goes out while the commit runs, still in per-source order (under the lock);
+        // the publisher's answer waits for the commit. Should the node die before it commits,
+        // peers hold the reading and the restarted node fetches it back with the heads.
+        let data = Arc::new(bytes);
+        self.gossip(&reading.topic, data.to_vec()).await?;
+        committed.wait().await?;
+        self.metrics
+            .published
+            .get_or_create(&Metrics::topic(&reading.topic))
+            .inc();
+        self.bus.deliver(Linked {
+            cid,
+            reading: reading.clone(),
+            backfilled: false,
+            from: Some(self.net.local),
+            seqno: None,
+            data,
+        });
+        Ok((cid, reading))
+    }
+
+    /// Publishes an opaque payload (Kubo `pubsub/pub`); a payload that is a valid reading
+    /// block is stored as one so it can be fetched by CID.
+    pub async fn publish_raw(&self, topic: &str, data: Vec<u8>) -> Result<(), PublishError> {
+        let topic = canonical_topic(topic).to_string();
+        if crate::reading::looks_like_reading(&data) {
+            let reading = Reading::decode(&data)?;
+            self.ingest.ingest(reading, data.clone()).await?;
+            return self.gossip(&topic, data).await;
+        }
+        if known_topic(&topic).is_some() {
+            // Sensor topics carry readings only; `ipfs pubsub pub temperature 25` means a reading.
+            let text = String::from_utf8_lossy(&data);
+            let value: f64 = text.trim().parse().map_err(|_| {
+                ReadingError::Decode(format!(
+                    "topic {topic} carries sensor readings: send a number such as 21.5 or a DAG-CBOR reading block"
+                ))
+            })?;
+            self.publish_reading(NewReading {
+                topic,
+                value,
+                ..NewReading::default()
+            })
+            .await?;
+            return Ok(());
+        }
+        self.gossip(&topic, data.clone()).await?;
+        self.bus
+            .deliver_raw(&topic, Some(self.net.local), None, Arc::new(data));
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! What a gossip message is: a reading for its topic, an opaque payload on a non-sensor
+//! topic, or something to reject (and hold against the peer that sent it). A pure function:
+//! no store, no network, no clock.
+
+use crate::reading::{canonical_topic, known_topic, looks_like_reading, Reading, ReadingError};
+
+/// The verdict on one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// A well-formed reading of the message's topic.
+    Reading(Reading),
+    /// An opaque payload on a topic that does not carry readings.
+    Raw,
+    /// Refused, with the `reason` label of `sensornet_readings_rejected_total`.
+    Reject(&'static str),
+}
+
+/// Judges a message on `topic` with payload `data`; `replayed` says the publisher's seqno
+/// was seen before (see [`super::replay`]).
+pub fn validate(topic: &str, data: &[u8], replayed: bool) -> Verdict {
+    let topic = canonical_topic(topic);
+    if replayed {
+        return Verdict::Reject("replayed-seqno");
+    }
+    if looks_like_reading(data) {
+        return match Reading::decode(data) {
+            Ok(r) if r.topic == topic => Verdict::Reading(r),
+            Ok(_) => Verdict::Reject("wrong-topic"),
+            Err(ReadingError::Decode(_)) => Verdict::Reject("not-cbor"),
+            Err(_) => Verdict::Reject("bad-reading"),
+        };
+    }
+    if known_topic(topic).is_some() {
+        Verdict::Reject("not-a-reading")
+    } else {
+        Verdict::Raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(topic: &str, value: f64) -> Reading {
+        let unit = known_topic(topic).map(|t| t.unit.to_string()).unwrap();
+        Reading {
+            aqi: None,
+            seq: 1,
+            prev: None,
+            time: 1_764_000_000_000,
+            unit,
+            topic: topic.into(),
+            value,
+            source: "s1".into(),
+        }
+    }
+
+    #[test]
+    fn a_reading_of_its_topic_is_accepted_under_the_alias_too() {
+        let r = reading("temperature", 21.5);
+        let (_, bytes) = r.encode();
+        assert_eq!(
+            validate("temperature", &bytes, false),
+            Verdict::Reading(r.clone())
+        );
+        assert_eq!(validate("temp", &bytes, false), Verdict::Reading(r));
+    }
+
+    #[test]
+    fn each_bad_kind_gets_its_own_reason() {
+        let (_, temp) = reading("temperature", 21.5).encode();
+        assert_eq!(
+            validate("humidity", &temp, false),
+            Verdict::Reject("wrong-topic")
+        );
+        assert_eq!(
+            validate("temperature", &temp, true),
+            Verdict::Reject("replayed-seqno")
+        );
+        assert_eq!(
+            validate("temperature", b"25", false),
+            Verdict::Reject("not-a-reading")
+        );
+        // Looks like a reading map but is cut short.
+        assert_eq!(
+            validate("temperature", &temp[..12], false),
+            Verdict::Reject("not-cbor")
+        );
+        let mut hot = reading("temperature", 21.5);
+        hot.value = 1e9;
+        let bytes = serde_ipld_dagcbor::to_vec(&hot).unwrap();
+        assert_eq!(
+            validate("temperature", &bytes, false),
+            Verdict::Reject("bad-reading")
+        );
+    }
+
+    #[test]
+    fn other_topics_carry_anything() {
+        assert_eq!(validate("chat", b"hello", false), Verdict::Raw);
+        assert_eq!(validate("chat", b"", false), Verdict::Raw);
+        assert_eq!(
+            validate("chat", b"x", true),
+            Verdict::Reject("replayed-seqno")
+        );
+    }
+}
