@@ -350,12 +350,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let args: Vec<(&str, String)> = topic.iter().map(|t| ("topic", t.clone())).collect();
             let v = client()?.json("reading/heads", &args).await?;
             for h in v["Heads"].as_array().into_iter().flatten() {
+                let holes = h["holes"].as_u64().unwrap_or(0);
                 println!(
-                    "{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}{}",
                     h["topic"].as_str().unwrap_or(""),
                     h["source"].as_str().unwrap_or(""),
                     h["seq"],
-                    h["cid"].as_str().unwrap_or("")
+                    h["cid"].as_str().unwrap_or(""),
+                    if holes > 0 {
+                        format!("\t{holes} missing (peers are asked again)")
+                    } else {
+                        String::new()
+                    }
                 );
             }
             Ok(())

@@ -25,6 +25,8 @@ pub enum ConfigError {
         value: String,
         why: String,
     },
+    #[error("the API would listen on {0}, off loopback, without a token: anyone reaching it could publish. Set --api-token (or SENSORNET_API_TOKEN), or bind --api-addr 127.0.0.1:5001")]
+    OpenApi(SocketAddr),
 }
 
 /// How long and how much of a topic the store keeps.
@@ -247,9 +249,12 @@ pub struct DaemonArgs {
     pub log_format: Option<String>,
 }
 
-fn duration(what: &'static str, s: &str) -> anyhow::Result<Duration> {
-    humantime::parse_duration(s)
-        .map_err(|e| anyhow::anyhow!("{what} {s:?}: {e}; use e.g. 500ms, 10s, 5m, 7days"))
+fn duration(what: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s).map_err(|e| ConfigError::Invalid {
+        what,
+        value: s.to_string(),
+        why: format!("{e}; use e.g. 500ms, 10s, 5m, 7days"),
+    })
 }
 
 /// Merges flags/env over the file config over defaults.
@@ -258,7 +263,7 @@ pub fn resolve(
     file: FileConfig,
     repo: &crate::repo::Repo,
     api_token: Option<String>,
-) -> anyhow::Result<Config> {
+) -> Result<Config, ConfigError> {
     let listen: Vec<String> = if !args.listen.is_empty() {
         args.listen.clone()
     } else {
@@ -286,10 +291,7 @@ pub fn resolve(
     )?;
     let api_token = api_token.or(file.api_token).filter(|t| !t.is_empty());
     if !api_addr.ip().is_loopback() && api_token.is_none() {
-        anyhow::bail!(
-            "the API would listen on {api_addr}, off loopback, without a token: anyone reaching it could publish. \
-             Set --api-token (or SENSORNET_API_TOKEN), or bind --api-addr 127.0.0.1:5001"
-        );
+        return Err(ConfigError::OpenApi(api_addr));
     }
     let mut sensor = file.sensor;
     if let Some(kind) = &args.sensor {
@@ -307,7 +309,11 @@ pub fn resolve(
         if let Some(i) = &args.sensor_interval {
             s.interval = duration("--sensor-interval", i)?;
             if s.interval < Duration::from_millis(1) {
-                anyhow::bail!("--sensor-interval must be at least 1ms");
+                return Err(ConfigError::Invalid {
+                    what: "--sensor-interval",
+                    value: i.clone(),
+                    why: "it must be at least 1ms".into(),
+                });
             }
         }
         if let Some(id) = &args.sensor_id {

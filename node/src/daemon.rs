@@ -96,18 +96,19 @@ impl Node {
 
         let bus = Bus::new(metrics.clone(), net.clone());
         let (ingest, local_blocks) = sync::local_channel();
+        let (ready_tx, ready_rx) = watch::channel(false);
         let publisher = Publisher::new(
             store.clone(),
             net.clone(),
             bus.clone(),
             ingest,
             metrics.clone(),
+            ready_rx.clone(),
             hostname(),
         );
         for t in &config.topics {
             net.subscribe(t).await;
         }
-        let (ready_tx, ready_rx) = watch::channel(false);
         let (boot_tx, boot_rx) = watch::channel(false);
         tasks.background(
             "discovery",

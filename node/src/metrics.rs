@@ -80,6 +80,8 @@ pub struct Metrics {
     pub catchup_lag: Gauge,
     /// Chains given up on because no peer had the block.
     pub catchup_gaps: Counter,
+    /// Blocks no peer could supply, still asked for by the repair sweep.
+    pub catchup_holes: Gauge,
     /// Fetched blocks that did not hash to their CID.
     pub bad_blocks: Counter,
     /// 1 once the initial catch-up is done.
@@ -112,6 +114,7 @@ impl Metrics {
             catchup_fetched: Default::default(),
             catchup_lag: Default::default(),
             catchup_gaps: Default::default(),
+            catchup_holes: Default::default(),
             bad_blocks: Default::default(),
             ready: Default::default(),
             peers: Default::default(),
@@ -189,6 +192,11 @@ impl Metrics {
             "catchup_gaps",
             "Chains abandoned: no peer had the block",
             m.catchup_gaps.clone(),
+        );
+        r.register(
+            "catchup_holes",
+            "Blocks missing below a linked reading (no peer had them yet); the repair sweep asks again",
+            m.catchup_holes.clone(),
         );
         r.register(
             "catchup_bad_blocks",

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use cid::Cid;
-use tokio::sync::Mutex;
+use tokio::sync::{watch, Mutex};
 
 use crate::bus::{Bus, Linked};
 use crate::clock::now_ms;
@@ -15,6 +15,9 @@ use crate::p2p::{Handle, NetError};
 use crate::reading::{canonical_topic, known_topic, Reading, ReadingError};
 use crate::store::{Batch, Store, StoreError};
 use crate::sync::{IngestError, LocalIngest};
+
+/// How long a publish waits for the node's initial catch-up before it is refused.
+pub const READY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One lock per (topic, source): a source's readings get consecutive seqs.
 type SourceLocks = HashMap<(String, String), Arc<Mutex<()>>>;
@@ -28,6 +31,10 @@ pub enum PublishError {
     Store(#[from] StoreError),
     #[error("the node is shutting down")]
     Stopped,
+    /// The node has not caught up with its peers yet: writing now could start a source
+    /// again at its beginning, or chain onto a stale head.
+    #[error("this node is still catching up with its peers (not ready after {0:?}); retry shortly or publish through another node")]
+    NotReady(std::time::Duration),
 }
 
 impl From<IngestError> for PublishError {
@@ -64,18 +71,23 @@ pub struct Publisher {
     bus: Bus,
     ingest: LocalIngest,
     metrics: Metrics,
+    ready: watch::Receiver<bool>,
+    ready_wait: std::time::Duration,
     default_source: String,
     source_locks: Arc<std::sync::Mutex<SourceLocks>>,
 }
 
 impl Publisher {
-    /// A publisher whose readings default to `default_source`.
+    /// A publisher whose readings default to `default_source`; readings wait (at most
+    /// [`READY_WAIT`]) until `ready` is true.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
         net: Handle,
         bus: Bus,
         ingest: LocalIngest,
         metrics: Metrics,
+        ready: watch::Receiver<bool>,
         default_source: String,
     ) -> Publisher {
         Publisher {
@@ -84,8 +96,32 @@ impl Publisher {
             bus,
             ingest,
             metrics,
+            ready,
+            ready_wait: READY_WAIT,
             default_source,
             source_locks: Default::default(),
+        }
+    }
+
+    /// The same publisher with another bound on the wait for readiness.
+    pub fn with_ready_wait(mut self, wait: std::time::Duration) -> Publisher {
+        self.ready_wait = wait;
+        self
+    }
+
+    /// A node learns its sources' heads from its peers before it writes for them.
+    async fn wait_ready(&self) -> Result<(), PublishError> {
+        let mut ready = self.ready.clone();
+        if *ready.borrow() {
+            return Ok(());
+        }
+        let waited = tokio::time::timeout(self.ready_wait, ready.wait_for(|r| *r))
+            .await
+            .map(|r| r.is_ok());
+        match waited {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(PublishError::Stopped),
+            Err(_) => Err(PublishError::NotReady(self.ready_wait)),
         }
     }
 
@@ -130,6 +166,7 @@ impl Publisher {
             source,
         };
         reading.validate()?;
+        self.wait_ready().await?;
         let lock = self.source_lock(&reading.topic, &reading.source);
         let _guard = lock.lock().await;
         if let Some(head) = self.store.head(&reading.topic, &reading.source)? {

@@ -52,6 +52,15 @@ impl IntoResponse for ApiError {
             _ => 0,
         };
         let body = serde_json::json!({"Message": self.message, "Code": code, "Type": "error"});
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is passing (catching up, reopening the store, shutting down).
+            return (
+                self.status,
+                [(axum::http::header::RETRY_AFTER, "1")],
+                Json(body),
+            )
+                .into_response();
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -80,7 +89,7 @@ impl From<PublishError> for ApiError {
         match e {
             PublishError::Invalid(e) => ApiError::bad(e.to_string()),
             PublishError::Store(e) => e.into(),
-            PublishError::Stopped => ApiError {
+            PublishError::Stopped | PublishError::NotReady(_) => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: e.to_string(),
             },

@@ -92,7 +92,8 @@ pub async fn history(
         .into_response())
 }
 
-/// `reading/heads[?topic=]`: the head of every source.
+/// `reading/heads[?topic=]`: the head of every source, with its holes (readings missing
+/// below the head that no peer could supply yet).
 pub async fn heads(
     State(s): State<ApiState>,
     RawQuery(q): RawQuery,
@@ -103,8 +104,10 @@ pub async fn heads(
         .map(|t| vec![canonical_topic(t).to_string()])
         .unwrap_or_default();
     let heads = s.store.heads(&topics)?;
+    let holes = s.store.hole_counts()?;
     Ok(Json(json!({"Heads": heads.iter().map(|h| json!({
-        "topic": h.topic, "source": h.source, "seq": h.seq, "cid": h.cid.to_string()
+        "topic": h.topic, "source": h.source, "seq": h.seq, "cid": h.cid.to_string(),
+        "holes": holes.get(&(h.topic.clone(), h.source.clone())).copied().unwrap_or(0),
     })).collect::<Vec<_>>()})))
 }
 

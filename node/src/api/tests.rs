@@ -326,3 +326,58 @@ async fn a_token_is_required_and_checked() {
     assert_eq!(right.status(), StatusCode::OK);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_node_still_catching_up_answers_503_with_retry_after_and_writes_nothing() {
+    let node = node(None).await;
+    let (_never, not_ready) = tokio::sync::watch::channel(false);
+    let (ingest, _blocks) = crate::sync::local_channel();
+    let mut state = node.api_state();
+    state.publisher = crate::publish::Publisher::new(
+        node.store.clone(),
+        node.net.clone(),
+        node.bus.clone(),
+        ingest,
+        node.metrics.clone(),
+        not_ready,
+        "test".into(),
+    )
+    .with_ready_wait(std::time::Duration::from_millis(200));
+    let app = router(state);
+    let resp = app
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/api/v0/reading/pub?topic=temp&value=20&source=t9")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let got = call(
+        &app,
+        "POST",
+        "/api/v0/reading/pub?topic=temp&value=20&source=t9",
+        None,
+    )
+    .await;
+    assert_error(
+        &got,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "catching up",
+        "not ready",
+    );
+    assert!(
+        node.store.head("temperature", "t9").unwrap().is_none(),
+        "nothing written"
+    );
+    node.shutdown().await;
+}

@@ -13,6 +13,19 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::reading::Reading;
 pub use writer::{Batch, Committed};
 
+/// A block missing below a linked reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hole {
+    /// The missing block.
+    pub cid: Cid,
+    /// Its source's topic.
+    pub topic: String,
+    /// Its source.
+    pub source: String,
+    /// Time of the reading that links to it (unix ms): the hole is older.
+    pub before_ms: u64,
+}
+
 /// CID bytes → block bytes (any block: readings, `block/put`, `dag/put`).
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
 /// (topic, source) → (seq, CID bytes) of the newest reading whose chain is complete.
@@ -24,6 +37,9 @@ const LINKED: TableDefinition<&[u8], u64> = TableDefinition::new("linked");
 const BY_TIME: TableDefinition<(&str, u64, &[u8]), u64> = TableDefinition::new("by_time");
 /// CID bytes → () for readings stored but still waiting for their `prev`.
 const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending");
+/// CID bytes of a block no peer could supply when its child was linked past it →
+/// (topic, source, the child's time ms): holes, re-asked for by the repair sweep.
+const HOLES: TableDefinition<&[u8], (&str, &str, u64)> = TableDefinition::new("holes");
 
 /// Store failures; each message says what to do.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -236,6 +252,7 @@ impl Store {
             txn.open_table(LINKED)?;
             txn.open_table(BY_TIME)?;
             txn.open_table(PENDING)?;
+            txn.open_table(HOLES)?;
         }
         txn.commit()?;
         let shared = Arc::new(Shared {
@@ -401,6 +418,51 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Up to `limit` holes, in CID order.
+    pub fn holes(&self, limit: usize) -> Result<Vec<Hole>, StoreError> {
+        let txn = self.shared.get()?.begin_read()?;
+        let t = txn.open_table(HOLES)?;
+        let mut out = Vec::new();
+        for entry in t.iter()? {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = entry?;
+            let (topic, source, before_ms) = v.value();
+            if let Ok(cid) = Cid::try_from(k.value()) {
+                out.push(Hole {
+                    cid,
+                    topic: topic.to_string(),
+                    source: source.to_string(),
+                    before_ms,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Holes per (topic, source).
+    pub fn hole_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<(String, String), u64>, StoreError> {
+        let txn = self.shared.get()?.begin_read()?;
+        let t = txn.open_table(HOLES)?;
+        let mut out = std::collections::HashMap::new();
+        for entry in t.iter()? {
+            let (_, v) = entry?;
+            let (topic, source, _) = v.value();
+            *out.entry((topic.to_string(), source.to_string()))
+                .or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+
+    /// Number of holes.
+    pub fn hole_count(&self) -> Result<u64, StoreError> {
+        let txn = self.shared.get()?.begin_read()?;
+        Ok(txn.open_table(HOLES)?.len()?)
     }
 
     /// Block count and indexed bytes.

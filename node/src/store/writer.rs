@@ -10,7 +10,7 @@ use cid::Cid;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::{Shared, StoreError, BLOCKS, BY_TIME, HEADS, LINKED, PENDING};
+use super::{Hole, Shared, StoreError, BLOCKS, BY_TIME, HEADS, HOLES, LINKED, PENDING};
 use crate::reading::Reading;
 
 /// Most batches folded into one transaction; bounds the latency of the first caller.
@@ -31,6 +31,10 @@ pub struct Batch {
     pub pending: Vec<Cid>,
     /// Index entries to drop, with their blocks (retention).
     pub expire: Vec<(String, u64, Cid)>,
+    /// Blocks nobody could supply, linked past.
+    pub holes: Vec<Hole>,
+    /// Holes no longer open (filled, or past retention).
+    pub closed_holes: Vec<Cid>,
 }
 
 type Job = (Batch, oneshot::Sender<Result<(), StoreError>>);
@@ -159,7 +163,17 @@ fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
         let mut linked = txn.open_table(LINKED)?;
         let mut by_time = txn.open_table(BY_TIME)?;
         let mut pending = txn.open_table(PENDING)?;
+        let mut holes = txn.open_table(HOLES)?;
         for b in batches {
+            for h in &b.holes {
+                holes.insert(
+                    h.cid.to_bytes().as_slice(),
+                    (h.topic.as_str(), h.source.as_str(), h.before_ms),
+                )?;
+            }
+            for cid in &b.closed_holes {
+                holes.remove(cid.to_bytes().as_slice())?;
+            }
             for (cid, bytes) in &b.blocks {
                 blocks.insert(cid.to_bytes().as_slice(), bytes.as_slice())?;
             }
@@ -169,6 +183,8 @@ fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
             for (cid, r, size) in &b.linked {
                 let key = cid.to_bytes();
                 pending.remove(key.as_slice())?;
+                // However it arrived, a linked block is no longer a hole.
+                holes.remove(key.as_slice())?;
                 linked.insert(key.as_slice(), r.seq)?;
                 by_time.insert((r.topic.as_str(), r.time, key.as_slice()), *size)?;
                 let newer = match heads.get((r.topic.as_str(), r.source.as_str()))? {

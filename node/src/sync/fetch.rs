@@ -46,6 +46,8 @@ pub struct Fetched {
     pub blocks: Vec<(Cid, Reading, Vec<u8>)>,
     /// False when no peer had the rest of the chain (a gap).
     pub complete: bool,
+    /// The block the walk could not get, when incomplete.
+    pub missing: Option<Cid>,
 }
 
 /// One peer's answer to "blocks from `cid` back".
@@ -137,6 +139,7 @@ impl Fetcher {
             target: want.target,
             blocks,
             complete,
+            missing: if complete { None } else { next },
         }
     }
 

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::p2p::protocol::{SyncRequest, SyncResponse, WireHead};
 use crate::p2p::{Handle, NetError, NetEvent};
 use crate::reading::{cid_of, Reading, DAG_CBOR};
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Hole, Store, StoreError};
 use fetch::{Fetched, Fetcher, Want};
 use graph::Graph;
 use readiness::Readiness;
@@ -41,6 +41,11 @@ const MAX_FETCHES: usize = 8;
 const HEADS_EVERY: Duration = Duration::from_secs(15);
 /// Delay before a failed heads exchange of the initial catch-up is retried.
 const HEADS_RETRY: Duration = Duration::from_millis(500);
+/// How often holes (blocks nobody could supply when their child was linked past them) are
+/// asked for again; also whenever a peer connects.
+const REPAIR_EVERY: Duration = Duration::from_secs(30);
+/// Holes asked for per sweep: repair stays a trickle beside live traffic.
+const REPAIR_BATCH: usize = 16;
 
 /// What the sync actor needs, and nothing more.
 #[derive(Clone)]
@@ -130,6 +135,8 @@ struct Sync {
     readiness: Readiness,
     ready: watch::Sender<bool>,
     replay: replay::ReplayGuard,
+    /// Fetches started by the repair sweep.
+    repairs: HashSet<Cid>,
 }
 
 /// Runs the actor until the network events end.
@@ -154,10 +161,14 @@ pub async fn run(
         readiness: Readiness::default(),
         ready,
         replay: replay::ReplayGuard::default(),
+        repairs: HashSet::new(),
     };
     me.resume_pending();
     let mut heads_tick = tokio::time::interval(HEADS_EVERY);
     heads_tick.tick().await;
+    let mut repair_tick = tokio::time::interval(REPAIR_EVERY);
+    repair_tick.tick().await;
+    me.update_hole_gauge();
     let mut bootstrap_seen = false;
     loop {
         tokio::select! {
@@ -203,6 +214,7 @@ pub async fn run(
                     me.ask_heads(p);
                 }
             }
+            _ = repair_tick.tick() => me.sweep_holes(None).await,
         }
         if me.readiness.poll() {
             tracing::info!("catch-up finished; node is ready");
@@ -283,6 +295,7 @@ impl Sync {
                     .set(self.deps.net.peers().len() as i64);
                 self.ask_heads(p);
                 self.refetch_orphans(p);
+                self.sweep_holes(Some(p)).await;
             }
             NetEvent::Disconnected(p) => {
                 self.deps
@@ -508,17 +521,67 @@ impl Sync {
         }
     }
 
+    fn update_hole_gauge(&self) {
+        if let Ok(n) = self.deps.store.hole_count() {
+            self.deps.metrics.catchup_holes.set(n as i64);
+        }
+    }
+
+    /// Asks again for the blocks nobody could supply (`only`: a peer that just connected;
+    /// else every connected peer). Holes older than the retention horizon are closed.
+    async fn sweep_holes(&mut self, only: Option<PeerId>) {
+        if self.deps.net.peer_ids().is_empty() {
+            return;
+        }
+        let Ok(holes) = self.deps.store.holes(REPAIR_BATCH) else {
+            return;
+        };
+        let mut closed = Vec::new();
+        for h in holes {
+            if h.before_ms < self.horizon(&h.topic) {
+                closed.push(h.cid);
+                continue;
+            }
+            if self.graph.is_known(&h.cid) || self.is_linked(&h.cid) {
+                continue;
+            }
+            tracing::info!(hole = %h.cid, topic = %h.topic, source = %h.source, "asking peers again for a missing reading");
+            self.repairs.insert(h.cid);
+            self.start_fetch(h.cid, 0, &h.topic, 1, only);
+        }
+        if !closed.is_empty() {
+            let batch = Batch {
+                closed_holes: closed,
+                ..Batch::default()
+            };
+            if let Err(e) = self.deps.store.write(batch).await {
+                tracing::warn!(error = %e, "could not close expired holes");
+            }
+            self.update_hole_gauge();
+        }
+    }
+
     /// Links a fetched chain oldest first, then whatever was waiting on its newest block.
     async fn fetched(&mut self, f: Fetched) {
         self.graph.end_fetch(&f.target);
+        let repair = self.repairs.remove(&f.target);
         if !f.complete && f.blocks.is_empty() {
             // Nobody could supply it: readiness does not wait for the impossible.
             self.readiness.settled(&f.target);
         }
-        if !f.complete {
+        if !f.complete && !(repair && f.blocks.is_empty()) {
             self.deps.metrics.catchup_gaps.inc();
-            tracing::warn!(target = %f.target, got = f.blocks.len(), "no peer holds the rest of this chain; delivering what arrived with a gap");
+            tracing::warn!(target = %f.target, got = f.blocks.len(), "no peer holds the rest of this chain; delivering what arrived with a gap (the repair sweep asks again later)");
         }
+        if repair && !f.blocks.is_empty() {
+            tracing::info!(hole = %f.target, blocks = f.blocks.len(), "a hole was filled");
+        }
+        // What links to the missing block: the oldest block fetched, else the readings that
+        // waited for the target.
+        let mut below = f
+            .blocks
+            .last()
+            .map(|(_, r, _)| (r.topic.clone(), r.source.clone(), r.time));
         let mut out = Batch::default();
         let mut deliver = Vec::new();
         let mut linked_now = HashSet::new();
@@ -542,13 +605,33 @@ impl Sync {
         // Readings waiting on a block nobody could supply are linked past the gap.
         if !f.complete || count == 0 {
             for l in self.graph.link_past(&f.target) {
+                if below.is_none() {
+                    below = Some((
+                        l.reading.topic.clone(),
+                        l.reading.source.clone(),
+                        l.reading.time,
+                    ));
+                }
                 self.record_linked(l, &mut out, &mut deliver, &mut linked_now);
+            }
+        }
+        if let (false, Some(missing), Some((topic, source, before_ms))) =
+            (f.complete, f.missing, below)
+        {
+            if before_ms >= self.horizon(&topic) {
+                out.holes.push(Hole {
+                    cid: missing,
+                    topic,
+                    source,
+                    before_ms,
+                });
             }
         }
         if let Err(e) = self.deps.store.write(out).await {
             tracing::error!(error = %e, "could not store fetched blocks");
             return;
         }
+        self.update_hole_gauge();
         if count > 0 {
             tracing::info!(blocks = count, "catch-up finished for a chain");
         }
