@@ -274,25 +274,15 @@ impl Metrics {
 #[derive(Debug)]
 struct ProcessCollector;
 
-/// (cpu seconds, resident bytes, start time unix seconds) of this process.
+/// (cpu seconds, resident bytes, start time unix seconds) of this process, from
+/// /proc/self/stat with the clock tick and page size the kernel reports (sysconf).
 pub fn process_stats() -> Option<(f64, u64, f64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; see proc(5).
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = 100.0; // USER_HZ is 100 on every Linux platform Rust targets.
-    let utime: f64 = f.get(11)?.parse().ok()?;
-    let stime: f64 = f.get(12)?.parse().ok()?;
-    let start_ticks: f64 = f.get(19)?.parse().ok()?;
-    let rss_pages: u64 = f.get(21)?.parse().ok()?;
-    let uptime = std::fs::read_to_string("/proc/uptime").ok()?;
-    let uptime: f64 = uptime.split_whitespace().next()?.parse().ok()?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs_f64();
-    let start = now - uptime + start_ticks / ticks;
-    Some(((utime + stime) / ticks, rss_pages * 4096, start))
+    let stat = procfs::process::Process::myself().ok()?.stat().ok()?;
+    let ticks = procfs::ticks_per_second() as f64;
+    let cpu = (stat.utime + stat.stime) as f64 / ticks;
+    let rss = stat.rss.saturating_mul(procfs::page_size());
+    let start = procfs::boot_time_secs().ok()? as f64 + stat.starttime as f64 / ticks;
+    Some((cpu, rss, start))
 }
 
 impl prometheus_client::collector::Collector for ProcessCollector {
@@ -358,5 +348,21 @@ mod tests {
         ] {
             assert!(out.contains(name), "{name} missing in\n{out}");
         }
+    }
+
+    #[test]
+    fn process_stats_are_plausible() {
+        let (cpu, rss, start) = process_stats().expect("/proc/self/stat is readable");
+        assert!(cpu >= 0.0 && cpu.is_finite(), "cpu {cpu}");
+        assert!(rss > 1 << 20, "rss {rss}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // btime is whole seconds, so allow a little slack past now.
+        assert!(
+            start > now - 86_400.0 && start <= now + 2.0,
+            "start {start}, now {now}"
+        );
     }
 }

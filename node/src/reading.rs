@@ -52,56 +52,18 @@ pub enum ReadingError {
     Decode(String),
 }
 
-/// What sensornet knows about one of the standard sensor topics.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KnownTopic {
-    /// Canonical topic name.
-    pub name: &'static str,
-    /// The unit every reading of this topic carries.
-    pub unit: &'static str,
-    /// Lowest plausible value.
-    pub min: f64,
-    /// Highest plausible value.
-    pub max: f64,
-}
+/// What sensornet knows about one of the standard sensor topics: the sensors crate's table,
+/// the one place topic names, aliases, units and ranges are defined.
+pub use sensornet_sensors::topic::{Topic as KnownTopic, TOPICS as KNOWN_TOPICS};
 
-/// The three sensor topics; ranges are generous physical limits, not comfort zones,
-/// so a CPU's hwmon sensor or a wildfire's smoke still fits.
-pub const KNOWN_TOPICS: [KnownTopic; 3] = [
-    KnownTopic {
-        name: "temperature",
-        unit: "°C",
-        min: -90.0,
-        max: 150.0,
-    },
-    KnownTopic {
-        name: "humidity",
-        unit: "%RH",
-        min: 0.0,
-        max: 100.0,
-    },
-    KnownTopic {
-        name: "air-quality",
-        unit: "µg/m³",
-        min: 0.0,
-        max: 2000.0,
-    },
-];
-
-/// Maps aliases (`temp`) to the canonical topic name; other names pass through.
+/// Maps aliases (`temp`, `rh`, `pm25`, ...) to the canonical topic name; other names pass through.
 pub fn canonical_topic(name: &str) -> &str {
-    match name {
-        "temp" => "temperature",
-        "air" | "airquality" | "air_quality" | "aq" => "air-quality",
-        "hum" | "rh" => "humidity",
-        other => other,
-    }
+    sensornet_sensors::topic::canonical_topic(name)
 }
 
 /// The known topic of that name (after aliasing), if any.
 pub fn known_topic(name: &str) -> Option<&'static KnownTopic> {
-    let name = canonical_topic(name);
-    KNOWN_TOPICS.iter().find(|t| t.name == name)
+    sensornet_sensors::topic::lookup(name)
 }
 
 /// One sensor reading. Field order is DAG-CBOR's canonical key order (length, then bytes),
@@ -329,5 +291,43 @@ mod tests {
         assert_eq!(canonical_topic("temp"), "temperature");
         assert_eq!(known_topic("temp").unwrap().unit, "°C");
         assert!(known_topic("pressure").is_none());
+    }
+
+    #[test]
+    fn topic_table_agrees_with_sensor_kinds() {
+        use sensornet_sensors::SensorKind;
+        for t in &KNOWN_TOPICS {
+            for name in std::iter::once(&t.name).chain(t.aliases) {
+                assert_eq!(canonical_topic(name), t.name, "{name}");
+                assert_eq!(known_topic(name), Some(t), "{name}");
+                let kind: SensorKind = name.parse().unwrap();
+                assert_eq!(kind.topic(), canonical_topic(name), "{name}");
+                assert_eq!(kind.unit(), t.unit);
+                assert_eq!(kind.range(), (t.min, t.max));
+            }
+            // The bounds are accepted, just past them is not.
+            let mut r = sample(1, None);
+            r.topic = t.name.into();
+            r.unit = t.unit.into();
+            for (v, ok) in [(t.min, true), (t.max, true), (t.max + 1.0, false)] {
+                r.value = v;
+                assert_eq!(r.validate().is_ok(), ok, "{} {v}", t.name);
+            }
+        }
+        for (alias, name) in [
+            ("temp", "temperature"),
+            ("hum", "humidity"),
+            ("rh", "humidity"),
+            ("air", "air-quality"),
+            ("airquality", "air-quality"),
+            ("air_quality", "air-quality"),
+            ("aq", "air-quality"),
+            ("pm25", "air-quality"),
+            ("pm2.5", "air-quality"),
+        ] {
+            assert_eq!(canonical_topic(alias), name, "{alias}");
+        }
+        assert_eq!(canonical_topic("pressure"), "pressure");
+        assert!("pressure".parse::<SensorKind>().is_err());
     }
 }

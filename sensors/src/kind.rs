@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::topic::{self, Topic, TOPICS};
+
 /// What a sensor measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SensorKind {
@@ -27,33 +29,30 @@ impl SensorKind {
         SensorKind::AirQuality,
     ];
 
+    /// Its entry in the topic table: name, aliases, unit and range.
+    pub fn info(&self) -> &'static Topic {
+        match self {
+            SensorKind::Temperature => &TOPICS[0],
+            SensorKind::Humidity => &TOPICS[1],
+            SensorKind::AirQuality => &TOPICS[2],
+        }
+    }
+
     /// The gossipsub topic its readings go to.
     pub fn topic(&self) -> &'static str {
-        match self {
-            SensorKind::Temperature => "temperature",
-            SensorKind::Humidity => "humidity",
-            SensorKind::AirQuality => "air-quality",
-        }
+        self.info().name
     }
 
     /// The unit of its values.
     pub fn unit(&self) -> &'static str {
-        match self {
-            SensorKind::Temperature => "°C",
-            SensorKind::Humidity => "%RH",
-            SensorKind::AirQuality => "µg/m³",
-        }
+        self.info().unit
     }
 
     /// The values a node accepts for this kind (inclusive); the same limits as the node's
     /// validation, so a source can refuse a reading before it is sent and rejected.
     pub fn range(&self) -> (f64, f64) {
-        match self {
-            // Down to the coldest air ever measured; up to hot hardware (hwmon reads CPUs).
-            SensorKind::Temperature => (-90.0, 150.0),
-            SensorKind::Humidity => (0.0, 100.0),
-            SensorKind::AirQuality => (0.0, 2000.0),
-        }
+        let t = self.info();
+        (t.min, t.max)
     }
 }
 
@@ -66,16 +65,12 @@ impl fmt::Display for SensorKind {
 impl FromStr for SensorKind {
     type Err = ParseKindError;
 
-    /// Accepts the topic names and the node's aliases (`temp`, `air`, `aq`, `pm25`, ...).
+    /// Accepts the topic names and their aliases (`temp`, `rh`, `aq`, `pm25`, ...), ignoring
+    /// case and surrounding space.
     fn from_str(s: &str) -> Result<Self, ParseKindError> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "temperature" | "temp" => Ok(SensorKind::Temperature),
-            "humidity" => Ok(SensorKind::Humidity),
-            "air-quality" | "air" | "airquality" | "air_quality" | "aq" | "pm25" | "pm2.5" => {
-                Ok(SensorKind::AirQuality)
-            }
-            _ => Err(ParseKindError(s.to_string())),
-        }
+        topic::lookup(&s.trim().to_ascii_lowercase())
+            .map(|t| t.kind)
+            .ok_or_else(|| ParseKindError(s.to_string()))
     }
 }
 
@@ -106,6 +101,13 @@ mod tests {
             assert_eq!(k, kind);
             assert_eq!((k.topic(), k.unit()), (topic, unit));
             assert_eq!(k.to_string().parse::<SensorKind>().unwrap(), k);
+        }
+        for t in &TOPICS {
+            for a in t.aliases {
+                let k: SensorKind = a.parse().unwrap();
+                assert_eq!(k.info(), t, "{a}");
+                assert_eq!(a.to_ascii_uppercase().parse::<SensorKind>().unwrap(), k);
+            }
         }
         let e = "pressure".parse::<SensorKind>().unwrap_err().to_string();
         assert_eq!(

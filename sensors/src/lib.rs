@@ -15,9 +15,11 @@ pub mod runner;
 pub mod simulated;
 pub mod source;
 pub mod timestamp;
+pub mod topic;
 mod weather;
 
 pub use aqi::{aqi_category, pm25_to_aqi};
 pub use error::SensorError;
 pub use kind::{ParseKindError, SensorKind};
 pub use source::{open_source, Sample, Source, SourceSpec};
+pub use topic::{canonical_topic, Topic, TOPICS};
