@@ -757,6 +757,28 @@ mod tests {
     }
 
     #[test]
+    fn a_daemon_that_exits_at_start_is_an_error_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let err = Daemon::start(
+            dir.path(),
+            "bad",
+            Opts {
+                extra: vec!["--no-such-flag".into()],
+                ..Opts::default()
+            },
+        )
+        .err()
+        .expect("a daemon with an unknown flag does not start");
+        assert!(t0.elapsed() < START_TIMEOUT, "{:?}", t0.elapsed());
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("bad exited") && msg.contains("no-such-flag"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn output_within_kills_a_process_that_overstays() {
         let t0 = Instant::now();
         let err = output_within(
