@@ -1,13 +1,15 @@
 //! Test harness: real `node` daemons on loopback, each with its own repo in a temporary
 //! directory, killed when dropped; its log is printed when a test fails.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use sensornet::repo::{multiaddr_to_host_port, DaemonInfo, Repo};
 use serde_json::Value;
 
 pub mod netns;
@@ -50,6 +52,12 @@ pub fn eventually<T>(
     }
 }
 
+/// How long a daemon may take from spawn to its `daemon.json` and `api` files.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a CLI command ([`Daemon::cli`]) may run before it is killed.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Options of one daemon.
 #[derive(Clone, Debug, Default)]
 pub struct Opts {
@@ -84,7 +92,7 @@ pub struct Daemon {
     pub peer_id: String,
     log: Arc<Mutex<Vec<String>>>,
     opts: Opts,
-    /// Time from spawn to the API line.
+    /// Time from spawn to `daemon.json` and `api` present.
     pub started_in: Duration,
 }
 
@@ -153,49 +161,116 @@ impl Daemon {
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
+        // Stale files of an earlier run (killed, so it could not remove them) must not be taken
+        // for this run's.
+        for f in [self.daemon_file(), self.api_file()] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => bail!("cannot remove the stale {}: {e}", f.display()),
+            }
+        }
         let t0 = Instant::now();
         let mut child = cmd.spawn().context("spawning node daemon")?;
+        // `ip netns exec` execs the daemon in place: the pid is the daemon's in both cases.
+        let pid = child.id();
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let log = self.log.clone();
         let name = self.name.clone();
-        std::thread::spawn(move || {
+        let err_thread = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 log.lock().unwrap().push(format!("[{name} err] {line}"));
             }
         });
-        let (tx, rx) = std::sync::mpsc::channel::<String>();
         let log = self.log.clone();
         let name = self.name.clone();
-        std::thread::spawn(move || {
+        let out_thread = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 log.lock().unwrap().push(format!("[{name}] {line}"));
-                let _ = tx.send(line);
             }
         });
         self.child = Some(child);
-        let mut swarm = String::new();
-        loop {
-            let line = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-                anyhow::anyhow!("{} did not start; log:\n{}", self.name, self.log_text())
-            })?;
-            if let Some(a) = line.strip_prefix("Swarm listening on ") {
-                if swarm.is_empty() {
-                    swarm = a.to_string();
-                }
-            } else if let Some(id) = line.strip_prefix("PeerID: ") {
-                self.peer_id = id.to_string();
-            } else if let Some(a) = line.strip_prefix("RPC API server listening on ") {
-                self.api = sensornet::repo::multiaddr_to_host_port(a).context("api addr")?;
-            } else if let Some(a) = line.strip_prefix("Metrics server listening on ") {
-                self.metrics =
-                    sensornet::repo::multiaddr_to_host_port(a).context("metrics addr")?;
-                break;
+        let deadline = t0 + START_TIMEOUT;
+        let info = loop {
+            if let Some(info) = self.started_info(pid) {
+                break info;
             }
-        }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                // The log threads end at the pipes' EOF: wait (briefly) for the last lines.
+                let wait = Instant::now();
+                while !(out_thread.is_finished() && err_thread.is_finished())
+                    && wait.elapsed() < Duration::from_secs(2)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                self.child = None;
+                bail!(
+                    "{} exited ({status}) before writing {} and {}; log:\n{}",
+                    self.name,
+                    self.daemon_file().display(),
+                    self.api_file().display(),
+                    self.log_text()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not write {} (with pid {pid}) and {} within {START_TIMEOUT:?}; log:\n{}",
+                    self.name,
+                    self.daemon_file().display(),
+                    self.api_file().display(),
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         self.started_in = t0.elapsed();
-        self.swarm = format!("{swarm}/p2p/{}", self.peer_id);
+        let (api, info) = info;
+        let swarm = info.swarm.first().with_context(|| {
+            format!(
+                "{}: no swarm address in {}; log:\n{}",
+                self.name,
+                self.daemon_file().display(),
+                self.log_text()
+            )
+        })?;
+        self.api = api;
+        self.metrics = multiaddr_to_host_port(&info.metrics).with_context(|| {
+            format!(
+                "{}: metrics address {:?} in daemon.json",
+                self.name, info.metrics
+            )
+        })?;
+        self.peer_id = info.id.clone();
+        self.swarm = format!("{swarm}/p2p/{}", info.id);
         Ok(())
+    }
+
+    /// The API address from the `api` file and the rest from `daemon.json`, once both exist
+    /// and `daemon.json` is the one of process `pid`.
+    fn started_info(&self, pid: u32) -> Option<(String, DaemonInfo)> {
+        let repo = Repo::at(&self.repo);
+        let info = DaemonInfo::read(&repo)?;
+        if info.pid != pid {
+            return None;
+        }
+        // The daemon writes daemon.json before the api file: both present means both complete.
+        let api = repo.read_api_file()?;
+        Some((api, info))
+    }
+
+    /// `REPO/daemon.json`.
+    pub fn daemon_file(&self) -> PathBuf {
+        Repo::at(&self.repo).daemon_file()
+    }
+
+    /// `REPO/api`.
+    pub fn api_file(&self) -> PathBuf {
+        Repo::at(&self.repo).api_file()
     }
 
     /// The log so far.
@@ -301,14 +376,16 @@ impl Daemon {
         Ok(v["Peers"].as_array().map(Vec::len).unwrap_or(0))
     }
 
-    /// Runs the CLI against this daemon's repo.
+    /// Runs the CLI against this daemon's repo; killed after [`CLI_TIMEOUT`] (an error
+    /// with the daemon's log).
     pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        Ok(Command::new(bin("node"))
-            .arg("--repo")
+        let mut cmd = Command::new(bin("node"));
+        cmd.arg("--repo")
             .arg(&self.repo)
             .args(args)
-            .env_remove("SENSORNET_API")
-            .output()?)
+            .env_remove("SENSORNET_API");
+        output_within(&mut cmd, CLI_TIMEOUT, &format!("`node {}`", args.join(" ")))
+            .map_err(|e| anyhow!("{e:#}\nlog of {}:\n{}", self.name, self.log_text()))
     }
 }
 
@@ -380,4 +457,349 @@ pub fn block_matches(node: &Daemon, cid: &str) -> Result<bool> {
     let bytes = r.bytes()?;
     let cid: cid::Cid = cid.parse()?;
     Ok(sensornet::reading::verify_cid(&cid, &bytes))
+}
+
+/// The lines a process writes, read on a thread into a channel, so that every wait for one
+/// has a deadline (a silent or hung process gives an error, not a hung test).
+pub struct LineReader {
+    what: String,
+    rx: Receiver<std::io::Result<String>>,
+    seen: Vec<String>,
+}
+
+impl LineReader {
+    /// Reads the lines of `r` (a child's stdout, say); `what` names it in errors.
+    pub fn new(what: impl Into<String>, r: impl Read + Send + 'static) -> LineReader {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(r).lines() {
+                let stop = line.is_err();
+                if tx.send(line).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        LineReader {
+            what: what.into(),
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Takes the stdout of `child` (which must be piped).
+    pub fn stdout_of(what: impl Into<String>, child: &mut Child) -> LineReader {
+        let out = child.stdout.take().expect("the child's stdout is piped");
+        LineReader::new(what, out)
+    }
+
+    /// The next line, or an error when none comes within `timeout` or the output ends.
+    pub fn next_line(&mut self, timeout: Duration) -> Result<String> {
+        self.next_line_for(timeout, "the next line")
+    }
+
+    fn next_line_for(&mut self, timeout: Duration, awaited: &str) -> Result<String> {
+        match self.rx.recv_timeout(timeout) {
+            Ok(Ok(line)) => {
+                self.seen.push(line.clone());
+                Ok(line)
+            }
+            Ok(Err(e)) => bail!(
+                "reading {} while waiting for {awaited}: {e}; {}",
+                self.what,
+                self.so_far()
+            ),
+            Err(RecvTimeoutError::Timeout) => bail!(
+                "timed out after {timeout:?} waiting for {awaited} from {}; {}",
+                self.what,
+                self.so_far()
+            ),
+            Err(RecvTimeoutError::Disconnected) => bail!(
+                "{} ended its output while we waited for {awaited}; {}",
+                self.what,
+                self.so_far()
+            ),
+        }
+    }
+
+    /// Skips lines until one satisfies `pred` and returns it; `timeout` bounds the whole wait,
+    /// `awaited` says in the error what was awaited.
+    pub fn wait_for_line(
+        &mut self,
+        timeout: Duration,
+        awaited: &str,
+        mut pred: impl FnMut(&str) -> bool,
+    ) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .next_line_for(left, awaited)
+                .with_context(|| format!("(within {timeout:?})"))?;
+            if pred(&line) {
+                return Ok(line);
+            }
+        }
+    }
+
+    /// The remaining lines up to the end of the output, which must come within `timeout`.
+    pub fn rest(&mut self, timeout: Duration) -> Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(Ok(line)) => {
+                    self.seen.push(line.clone());
+                    lines.push(line);
+                }
+                Ok(Err(e)) => bail!("reading {}: {e}; {}", self.what, self.so_far()),
+                Err(RecvTimeoutError::Disconnected) => return Ok(lines),
+                Err(RecvTimeoutError::Timeout) => bail!(
+                    "timed out after {timeout:?} waiting for the end of {}'s output; {}",
+                    self.what,
+                    self.so_far()
+                ),
+            }
+        }
+    }
+
+    /// Every line read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
+    }
+
+    fn so_far(&self) -> String {
+        if self.seen.is_empty() {
+            "it printed nothing before".to_string()
+        } else {
+            format!("its lines so far:\n{}", self.seen.join("\n"))
+        }
+    }
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves none behind.
+pub struct KillOnDrop(pub Child);
+
+impl KillOnDrop {
+    /// Waits for the exit within `timeout` and collects the output not taken yet (see
+    /// [`wait_output`]).
+    pub fn wait_output(mut self, timeout: Duration, what: &str) -> Result<Output> {
+        wait_output(&mut self.0, timeout, what)
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `r` to its end on a thread; the buffer fills as bytes come, the receiver hears
+/// of the end.
+fn read_all_on_thread(
+    r: Option<impl Read + Send + 'static>,
+) -> (Arc<Mutex<Vec<u8>>>, Receiver<()>) {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    match r {
+        Some(mut r) => {
+            let buf = buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n @ 1..) = r.read(&mut chunk) {
+                    buf.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+                let _ = tx.send(());
+            });
+        }
+        None => {
+            let _ = tx.send(());
+        }
+    }
+    (buf, rx)
+}
+
+/// Waits for `child` to exit within `timeout` and returns its status and the stdout and
+/// stderr it still has piped (empty when not piped or taken). On timeout the child is killed
+/// and the error shows `what` and the output so far.
+pub fn wait_output(child: &mut Child, timeout: Duration, what: &str) -> Result<Output> {
+    let out = read_all_on_thread(child.stdout.take());
+    let err = read_all_on_thread(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {what}"))?
+        {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The pipes end with the process (a grandchild holding them open delays that).
+    let grace = Instant::now() + Duration::from_secs(2);
+    for (_, done) in [&out, &err] {
+        let _ = done.recv_timeout(grace.saturating_duration_since(Instant::now()));
+    }
+    let stdout = std::mem::take(&mut *out.0.lock().unwrap());
+    let stderr = std::mem::take(&mut *err.0.lock().unwrap());
+    match status {
+        Some(status) => Ok(Output {
+            status,
+            stdout,
+            stderr,
+        }),
+        None => bail!(
+            "{what} did not exit within {timeout:?} and was killed; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}
+
+/// `cmd.output()` with a deadline: stdout and stderr are piped (stdin is null unless set);
+/// the process is killed after `timeout`, which is an error showing its output so far.
+pub fn output_within(cmd: &mut Command, timeout: Duration, what: &str) -> Result<Output> {
+    let mut child = KillOnDrop(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("spawning {what}"))?,
+    );
+    wait_output(&mut child, timeout, what)
+}
+
+/// [`output_within`] as a method of [`Command`], named in errors by its program and arguments.
+pub trait CommandExt {
+    /// `self.output()` with a deadline (see [`output_within`]).
+    fn output_within(&mut self, timeout: Duration) -> Result<Output>;
+}
+
+impl CommandExt for Command {
+    fn output_within(&mut self, timeout: Duration) -> Result<Output> {
+        let what = std::iter::once(self.get_program())
+            .chain(self.get_args())
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        output_within(self, timeout, &format!("`{what}`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_line_times_out_on_a_silent_process() {
+        let mut child = KillOnDrop(
+            Command::new("sleep")
+                .arg("5")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = LineReader::stdout_of("sleep 5", &mut child);
+        let t0 = Instant::now();
+        let err = lines.next_line(Duration::from_millis(300)).unwrap_err();
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("timed out") && msg.contains("sleep 5"),
+            "{msg}"
+        );
+        let err = lines
+            .wait_for_line(Duration::from_millis(200), "a greeting", |_| true)
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("a greeting"), "{err:#}");
+    }
+
+    #[test]
+    fn next_line_returns_the_lines_then_reports_the_end() {
+        let mut child = KillOnDrop(
+            Command::new("printf")
+                .arg("a\\nb\\n")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = LineReader::stdout_of("printf", &mut child);
+        assert_eq!(lines.next_line(Duration::from_secs(5)).unwrap(), "a");
+        assert_eq!(lines.next_line(Duration::from_secs(5)).unwrap(), "b");
+        let err = lines.next_line(Duration::from_secs(5)).unwrap_err();
+        assert!(format!("{err:#}").contains("ended its output"), "{err:#}");
+        assert_eq!(lines.seen(), ["a", "b"]);
+    }
+
+    #[test]
+    fn a_daemon_that_exits_at_start_is_an_error_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let err = Daemon::start(
+            dir.path(),
+            "bad",
+            Opts {
+                extra: vec!["--no-such-flag".into()],
+                ..Opts::default()
+            },
+        )
+        .err()
+        .expect("a daemon with an unknown flag does not start");
+        assert!(t0.elapsed() < START_TIMEOUT, "{:?}", t0.elapsed());
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("bad exited") && msg.contains("no-such-flag"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn output_within_kills_a_process_that_overstays() {
+        let t0 = Instant::now();
+        let err = output_within(
+            Command::new("sh").args(["-c", "echo started; exec sleep 5"]),
+            Duration::from_millis(300),
+            "a sleeper",
+        )
+        .unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("a sleeper") && msg.contains("started"),
+            "{msg}"
+        );
+        let out = output_within(
+            Command::new("sh").args(["-c", "echo hi"]),
+            Duration::from_secs(5),
+            "echo",
+        )
+        .unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.stdout, b"hi\n");
+    }
 }

@@ -2,13 +2,19 @@
 //! partitions the hosts into two halves. Traffic stays inside these namespaces.
 
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+
+use crate::CommandExt;
+
+/// How long an `ip` command may run (`curl` inside a namespace gives up after 30 s itself).
+const IP_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn ip(args: &[&str]) -> Result<()> {
     let out = Command::new("ip")
         .args(args)
-        .output()
+        .output_within(IP_TIMEOUT)
         .context("running ip (iproute2)")?;
     if !out.status.success() {
         bail!(
@@ -37,7 +43,7 @@ pub fn curl(ns: &str, method: &str, url: &str) -> Result<(u16, String)> {
             "\n%{http_code}",
             url,
         ])
-        .output()?;
+        .output_within(IP_TIMEOUT)?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))

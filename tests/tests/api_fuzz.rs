@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use sensornet_tests::{http, Daemon, Opts};
+use sensornet_tests::{http, CommandExt, Daemon, Opts};
 
 /// A small deterministic PRNG (xorshift), so a failing case can be replayed from its seed.
 struct Rng(u64);
@@ -189,6 +189,8 @@ fn random_requests_get_4xx_in_kubo_shape_and_never_break_the_node() {
     let out = std::process::Command::new("curl")
         .args([
             "-s",
+            "-m",
+            "60",
             "-w",
             "\n%{http_code}",
             "-X",
@@ -197,7 +199,7 @@ fn random_requests_get_4xx_in_kubo_shape_and_never_break_the_node() {
             "-F",
         ])
         .arg(format!("file=@{}", big.display()))
-        .output()
+        .output_within(Duration::from_secs(90))
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let (body, code) = text.rsplit_once('\n').unwrap();

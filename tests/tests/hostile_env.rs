@@ -4,12 +4,18 @@
 use std::process::Command;
 use std::time::Duration;
 
-use sensornet_tests::{bin, eventually, http, Daemon, Opts};
+use sensornet_tests::{bin, eventually, http, CommandExt, Daemon, Opts};
+
+/// How long a command (a `node` CLI call, a daemon expected to refuse to start) may run.
+const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Tmpfs(std::path::PathBuf);
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .output_within(CMD_TIMEOUT);
     }
 }
 
@@ -21,8 +27,9 @@ fn full_disk_refuses_with_507_keeps_serving_and_resumes() {
     let st = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=3M", "tmpfs"])
         .arg(&mnt)
-        .status()
-        .unwrap();
+        .output_within(CMD_TIMEOUT)
+        .unwrap()
+        .status;
     assert!(st.success(), "mounting a small tmpfs needs root");
     let _guard = Tmpfs(mnt.clone());
     let node = Daemon::start(&mnt, "r", Opts::default()).unwrap();
@@ -34,7 +41,7 @@ fn full_disk_refuses_with_507_keeps_serving_and_resumes() {
         .arg("if=/dev/zero")
         .arg(format!("of={}", filler.display()))
         .args(["bs=64k", "count=100"])
-        .output();
+        .output_within(CMD_TIMEOUT);
     let mut refused = None;
     for i in 0..20_000 {
         let (st, body) = node
@@ -85,7 +92,7 @@ fn damaged_store_is_reported_at_open_with_advice() {
         .arg("--repo")
         .arg(&repo)
         .arg("init")
-        .output()
+        .output_within(CMD_TIMEOUT)
         .unwrap();
     assert!(out.status.success());
     std::fs::write(repo.join("blocks.redb"), vec![0xa5u8; 65536]).unwrap();
@@ -101,7 +108,7 @@ fn damaged_store_is_reported_at_open_with_advice() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
-        .output()
+        .output_within(CMD_TIMEOUT)
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -127,7 +134,7 @@ fn api_off_loopback_needs_a_token() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
-        .output()
+        .output_within(CMD_TIMEOUT)
         .unwrap();
     assert!(!out.status.success(), "refuses to expose an open API");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--api-token"));
@@ -182,7 +189,7 @@ fn api_off_loopback_needs_a_token() {
             "temp",
             "19",
         ])
-        .output()
+        .output_within(CMD_TIMEOUT)
         .unwrap();
     assert!(
         out.status.success(),
@@ -195,7 +202,10 @@ fn api_off_loopback_needs_a_token() {
 fn private_swarm_admits_key_holders_only() {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("swarm.key");
-    let out = Command::new(bin("node")).arg("swarm-key").output().unwrap();
+    let out = Command::new(bin("node"))
+        .arg("swarm-key")
+        .output_within(CMD_TIMEOUT)
+        .unwrap();
     std::fs::write(&key, &out.stdout).unwrap();
     let with_key = |boot: Vec<String>| Opts {
         bootstrap: boot,

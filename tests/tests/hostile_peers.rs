@@ -1,11 +1,13 @@
 //! Hostile peers (a rust-libp2p test binary) attack a live node while an honest publisher keeps
 //! going: every honest reading arrives, bad input is counted and penalised, memory stays bounded.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sensornet_tests::{bin, cluster, eventually};
+use sensornet_tests::{bin, cluster, eventually, KillOnDrop, LineReader};
+
+/// How long an attacker may take to say who it is, and to finish its attack (10 s).
+const ATTACKER_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn metric_sum(text: &str, prefix: &str) -> f64 {
     text.lines()
@@ -20,16 +22,17 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
     let nodes = cluster(dir.path(), 3).unwrap();
     let victim = &nodes[1];
     let spawn = |mode: &str| {
-        let mut child = Command::new(bin("hostile-peer"))
-            .args([victim.swarm.as_str(), mode, "10"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().unwrap().unwrap();
+        let mut child = KillOnDrop(
+            Command::new(bin("hostile-peer"))
+                .args([victim.swarm.as_str(), mode, "10"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = LineReader::stdout_of(format!("the {mode} attacker"), &mut child);
+        let first = lines.next_line(ATTACKER_TIMEOUT).unwrap();
         let id = first.strip_prefix("peer ").unwrap().to_string();
-        let log = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
-        (child, id, log)
+        (child, id, lines)
     };
     const MODES: [&str; 9] = [
         "payloads:not-cbor",
@@ -68,9 +71,9 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
         }
     }
     let mut logs = Vec::new();
-    for (mut child, _, log) in attackers {
-        let _ = child.wait();
-        logs.push(log.join().unwrap());
+    for (child, _, mut lines) in attackers {
+        logs.push(lines.rest(ATTACKER_TIMEOUT).unwrap());
+        let _ = child.wait_output(ATTACKER_TIMEOUT, "an attacker's exit");
     }
     for (i, mode) in MODES.iter().enumerate() {
         assert!(!logs[i].is_empty(), "the {mode} attacker did something");

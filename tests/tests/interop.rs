@@ -1,20 +1,30 @@
 //! Third-party clients against real daemons: kubo-rpc-client (npm) over the RPC API, and a
 //! js-libp2p gossipsub peer joining the mesh. `scripts/install-js.sh` installs them.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sensornet_tests::{cluster, eventually};
+use sensornet_tests::{cluster, eventually, output_within, KillOnDrop, LineReader};
 use serde_json::Value;
+
+/// How long the JS peer or `node sub` may take for one line.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn js_dir() -> PathBuf {
     let d = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/js"));
-    let st = Command::new(d.join("../../scripts/install-js.sh"))
-        .status()
-        .unwrap();
-    assert!(st.success(), "scripts/install-js.sh failed");
+    let out = output_within(
+        &mut Command::new(d.join("../../scripts/install-js.sh")),
+        Duration::from_secs(600),
+        "scripts/install-js.sh",
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/install-js.sh failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     d
 }
 
@@ -29,12 +39,15 @@ fn kubo_rpc_client_works_against_the_daemon() {
     let nodes = cluster(dir.path(), 2).unwrap();
     nodes[0].publish("temperature", 20.0, "rpc").unwrap();
     let second = nodes[0].publish("temperature", 21.0, "rpc").unwrap();
-    let out = Command::new(node22(&js))
-        .arg("rpc_client.mjs")
-        .args([&nodes[0].api, &nodes[1].api, &second])
-        .current_dir(&js)
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(node22(&js))
+            .arg("rpc_client.mjs")
+            .args([&nodes[0].api, &nodes[1].api, &second])
+            .current_dir(&js),
+        Duration::from_secs(60),
+        "rpc_client.mjs",
+    )
+    .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -60,30 +73,39 @@ fn js_libp2p_peer_exchanges_readings_with_the_mesh() {
     let js = js_dir();
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(dir.path(), 3).unwrap();
-    let sub = Command::new(sensornet_tests::bin("node"))
-        .arg("--repo")
-        .arg(&nodes[2].repo)
-        .args(["sub", "temp", "--json", "-n", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut sub = KillOnDrop(
+        Command::new(sensornet_tests::bin("node"))
+            .arg("--repo")
+            .arg(&nodes[2].repo)
+            .args(["sub", "temp", "--json", "-n", "1"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut sub_lines = LineReader::stdout_of("`node sub temp -n 1` on n2", &mut sub);
     std::thread::sleep(Duration::from_millis(500));
-    let mut peer = Command::new(node22(&js))
-        .arg("peer.mjs")
-        .arg(&nodes[0].swarm)
-        .current_dir(&js)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(peer.stdout.take().unwrap()).lines();
-    let mut next =
-        || -> Value { serde_json::from_str(&lines.next().expect("peer output").unwrap()).unwrap() };
+    let mut peer = KillOnDrop(
+        Command::new(node22(&js))
+            .arg("peer.mjs")
+            .arg(&nodes[0].swarm)
+            .current_dir(&js)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = LineReader::stdout_of("the JS peer (peer.mjs)", &mut peer);
+    let mut next = || -> Value {
+        let line = lines.next_line(LINE_TIMEOUT).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
     let ready = next();
     assert!(ready["ready"].as_str().unwrap().starts_with("12D3Koo"));
     let published = next()["published"].as_str().unwrap().to_string();
     // What the JS peer published reaches `node sub` on another node, with the same CID.
-    let sub_out = sub.wait_with_output().unwrap();
-    let line: Value = serde_json::from_slice(&sub_out.stdout).unwrap();
+    let sub_out = sub_lines.rest(LINE_TIMEOUT).unwrap().join("\n");
+    sub.wait_output(LINE_TIMEOUT, "`node sub -n 1` after its line")
+        .unwrap();
+    let line: Value = serde_json::from_str(&sub_out).unwrap();
     assert_eq!(line["cid"], published.as_str());
     assert_eq!(line["source"], "js-peer");
     eventually(
@@ -105,5 +127,8 @@ fn js_libp2p_peer_exchanges_readings_with_the_mesh() {
     assert_eq!(got["received"]["cid"], cid.as_str());
     assert_eq!(got["received"]["reading"]["value"], 30.5);
     assert_eq!(got["received"]["reading"]["unit"], "°C");
-    assert!(peer.wait().unwrap().success());
+    let peer_exit = peer
+        .wait_output(LINE_TIMEOUT, "the JS peer's exit")
+        .unwrap();
+    assert!(peer_exit.status.success());
 }

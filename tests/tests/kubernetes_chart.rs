@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sensornet_tests::{bin, eventually, http};
+use sensornet_tests::{bin, eventually, http, output_within, wait_output, CommandExt, KillOnDrop};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -16,11 +16,17 @@ fn root() -> PathBuf {
 }
 
 fn tools() -> PathBuf {
-    let st = Command::new(root().join("scripts/install-k8s-tools.sh"))
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "scripts/install-k8s-tools.sh failed");
+    let out = output_within(
+        &mut Command::new(root().join("scripts/install-k8s-tools.sh")),
+        Duration::from_secs(900),
+        "scripts/install-k8s-tools.sh",
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/install-k8s-tools.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     root().join(".tools")
 }
 
@@ -37,7 +43,12 @@ fn run(cmd: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String)
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), s.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
+    let out = wait_output(
+        &mut child,
+        Duration::from_secs(300),
+        &format!("{} {}", cmd.display(), args.join(" ")),
+    )
+    .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -308,11 +319,12 @@ fn a_node_configured_like_the_pod_serves_the_probes_and_stops_in_the_grace_perio
         cmd.env(name, value);
     }
     let start = Instant::now();
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let base = format!("http://127.0.0.1:{metrics_port}");
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         let path = c[probe]["httpGet"]["path"].as_str().unwrap();
@@ -331,7 +343,7 @@ fn a_node_configured_like_the_pod_serves_the_probes_and_stops_in_the_grace_perio
     let out = Command::new(bin("node"))
         .env("SENSORNET_PATH", dir.path().join("data"))
         .args(["pub", "temp", "25"])
-        .output()
+        .output_within(Duration::from_secs(60))
         .unwrap();
     assert!(
         out.status.success(),

@@ -1,24 +1,30 @@
 //! The node core end to end: three real daemons on loopback, the CLI, curl and the API.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use sensornet_tests::{bin, block_matches, cluster, Daemon, Opts};
+use sensornet_tests::{
+    bin, block_matches, cluster, output_within, Daemon, KillOnDrop, LineReader, Opts,
+};
+
+/// How long a subscriber may take to print a published reading (the test's own bound is 2 s).
+const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[test]
 fn pub_on_first_is_printed_by_sub_on_third_within_2s() {
     let dir = tempfile::tempdir().unwrap();
     let nodes = cluster(dir.path(), 3).unwrap();
-    let mut sub = Command::new(bin("node"))
-        .args(["--repo"])
-        .arg(&nodes[2].repo)
-        .args(["sub", "temp", "--json", "-n", "2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(sub.stdout.take().unwrap()).lines();
+    let mut sub = KillOnDrop(
+        Command::new(bin("node"))
+            .args(["--repo"])
+            .arg(&nodes[2].repo)
+            .args(["sub", "temp", "--json", "-n", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = LineReader::stdout_of("`node sub temp` on n2", &mut sub);
     std::thread::sleep(Duration::from_millis(700)); // the subscription opens
     let t0 = Instant::now();
     let out = nodes[0].cli(&["pub", "temp", "25"]).unwrap();
@@ -28,7 +34,7 @@ fn pub_on_first_is_printed_by_sub_on_third_within_2s() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cid = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let line = lines.next().unwrap().unwrap();
+    let line = lines.next_line(LINE_TIMEOUT).unwrap();
     let elapsed = t0.elapsed();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["cid"], cid.as_str());
@@ -45,18 +51,25 @@ fn pub_on_first_is_printed_by_sub_on_third_within_2s() {
     let file = dir.path().join("reading.txt");
     std::fs::write(&file, "26.5").unwrap();
     let topic = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("temp");
-    let st = Command::new("curl")
-        .args(["-sS", "-f", "-X", "POST"])
-        .arg(format!(
-            "http://{}/api/v0/pubsub/pub?arg=u{topic}",
-            nodes[0].api
-        ))
-        .arg("-F")
-        .arg(format!("data=@{}", file.display()))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let line = lines.next().unwrap().unwrap();
+    let out = output_within(
+        Command::new("curl")
+            .args(["-sS", "-f", "-m", "30", "-X", "POST"])
+            .arg(format!(
+                "http://{}/api/v0/pubsub/pub?arg=u{topic}",
+                nodes[0].api
+            ))
+            .arg("-F")
+            .arg(format!("data=@{}", file.display())),
+        Duration::from_secs(60),
+        "curl pubsub/pub",
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = lines.next_line(LINE_TIMEOUT).unwrap();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["value"], 26.5);
     assert_eq!(
@@ -64,7 +77,9 @@ fn pub_on_first_is_printed_by_sub_on_third_within_2s() {
         Some(2),
         "chained after the first reading of this source"
     );
-    let _ = sub.wait();
+    // `-n 2`: the subscriber exits after the second reading.
+    sub.wait_output(LINE_TIMEOUT, "`node sub -n 2` after its second line")
+        .unwrap();
 
     // block/get of the reading's CID returns bytes that hash to it, on every node.
     for n in &nodes {
@@ -111,21 +126,26 @@ fn api_is_post_only_with_kubo_errors() {
 #[test]
 fn cli_without_daemon_says_to_start_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("node"))
-        .arg("--repo")
-        .arg(dir.path().join("none"))
-        .args(["pub", "temp", "25"])
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(bin("node"))
+            .arg("--repo")
+            .arg(dir.path().join("none"))
+            .args(["pub", "temp", "25"]),
+        Duration::from_secs(60),
+        "`node pub` without a daemon",
+    )
+    .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(err.contains("node daemon"), "{err}");
     // A stale api file (daemon gone) gives the same advice.
-    let out = Command::new(bin("node"))
-        .args(["--api", "127.0.0.1:1", "id"])
-        .output()
-        .unwrap();
+    let out = output_within(
+        Command::new(bin("node")).args(["--api", "127.0.0.1:1", "id"]),
+        Duration::from_secs(60),
+        "`node --api 127.0.0.1:1 id`",
+    )
+    .unwrap();
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!out.status.success());
     assert!(
@@ -147,6 +167,10 @@ fn restart_keeps_peer_id_and_init_refuses_existing_repo() {
     assert!(
         !n.repo.join("api").exists(),
         "api file removed on clean exit"
+    );
+    assert!(
+        !n.daemon_file().exists(),
+        "daemon.json removed on clean exit"
     );
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(n.repo.join("identity.key"))

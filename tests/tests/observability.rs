@@ -4,7 +4,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sensornet_tests::{eventually, http, Daemon, Opts};
+use sensornet_tests::{eventually, http, wait_output, Daemon, Opts};
 use serde_json::Value;
 
 const FILES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/sensornet/files");
@@ -29,7 +29,12 @@ fn promtool(args: &[&str], stdin: Option<&str>) -> (bool, String) {
         std::io::Write::write_all(child.stdin.as_mut().unwrap(), s.as_bytes()).unwrap();
     }
     drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
+    let out = wait_output(
+        &mut child,
+        Duration::from_secs(120),
+        &format!("promtool {}", args.join(" ")),
+    )
+    .unwrap();
     (
         out.status.success(),
         format!(

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sensornet_tests::{bin, eventually, free_port, Daemon, Opts};
+use sensornet_tests::{bin, eventually, free_port, output_within, Daemon, KillOnDrop, Opts};
 
 #[test]
 fn separate_sensor_survives_a_node_restart_without_loss() {
@@ -19,27 +19,29 @@ fn separate_sensor_survives_a_node_restart_without_loss() {
         },
     )
     .unwrap();
-    let sensor = Command::new(bin("sensor"))
-        .args([
-            "--kind",
-            "humidity",
-            "--source",
-            "sim:5",
-            "--interval",
-            "50ms",
-            "--id",
-            "h-test",
-            "--count",
-            "60",
-            "--api",
-            &api,
-        ])
-        .arg("--buffer-dir")
-        .arg(dir.path().join("buf"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let sensor = KillOnDrop(
+        Command::new(bin("sensor"))
+            .args([
+                "--kind",
+                "humidity",
+                "--source",
+                "sim:5",
+                "--interval",
+                "50ms",
+                "--id",
+                "h-test",
+                "--count",
+                "60",
+                "--api",
+                &api,
+            ])
+            .arg("--buffer-dir")
+            .arg(dir.path().join("buf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     eventually(Duration::from_secs(10), "some readings", || {
         Ok((node.history("humidity")?.len() >= 10).then_some(()))
     })
@@ -47,7 +49,10 @@ fn separate_sensor_survives_a_node_restart_without_loss() {
     node.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(800)); // the sensor buffers while the node is away
     node.spawn().unwrap();
-    let out = sensor.wait_with_output().unwrap();
+    // 60 readings 50 ms apart plus the outage: well under a minute.
+    let out = sensor
+        .wait_output(Duration::from_secs(60), "the sensor's 60 readings")
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
@@ -77,8 +82,8 @@ fn separate_sensor_survives_a_node_restart_without_loss() {
 
 #[test]
 fn demo_prints_all_topics_and_leaves_nothing_running() {
-    let out = Command::new(bin("sensornet-demo"))
-        .args([
+    let out = output_within(
+        Command::new(bin("sensornet-demo")).args([
             "--nodes",
             "4",
             "--duration",
@@ -87,9 +92,11 @@ fn demo_prints_all_topics_and_leaves_nothing_running() {
             "300ms",
             "--summary-every",
             "3",
-        ])
-        .output()
-        .unwrap();
+        ]),
+        Duration::from_secs(180),
+        "the 10 s demo",
+    )
+    .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -103,8 +110,29 @@ fn demo_prints_all_topics_and_leaves_nothing_running() {
             "no {t} reading in:\n{text}"
         );
     }
+    // Every summary line, not just one, reports that nothing is missing.
+    let summaries: Vec<&str> = text.lines().filter(|l| l.starts_with("-- ")).collect();
+    assert!(!summaries.is_empty(), "no summary line in:\n{text}");
+    for l in &summaries {
+        assert!(
+            l.ends_with("| nothing missing"),
+            "a summary reports missing readings: {l}\n{text}"
+        );
+    }
     assert!(text.contains("nothing missing"), "{text}");
     assert!(text.contains("all nodes stopped"));
+    // Once it says it is stopping, the demo prints no reading (nor summary) any more.
+    let stopping = text
+        .lines()
+        .position(|l| l.starts_with("stopping ") && l.ends_with(" nodes..."))
+        .unwrap_or_else(|| panic!("no stopping line in:\n{text}"));
+    let after: Vec<&str> = text.lines().skip(stopping + 1).collect();
+    assert!(
+        after
+            .iter()
+            .all(|l| !l.contains("pub→deliver") && !l.starts_with("-- ")),
+        "printed after the stopping line: {after:?}"
+    );
     let pids: Vec<u32> = text
         .lines()
         .filter_map(|l| l.split("(pid ").nth(1)?.split(')').next()?.parse().ok())

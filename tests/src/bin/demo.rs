@@ -107,8 +107,12 @@ fn main() -> anyhow::Result<()> {
     );
 
     let stats = Arc::new(Mutex::new(Stats::default()));
+    // Whether readings may still be printed: a reader prints while holding this lock, and the
+    // main thread clears it (under the lock) before saying it is stopping, so nothing is
+    // printed after that line.
+    let printing = Arc::new(Mutex::new(true));
     for topic in kinds {
-        let (api, stats, stop) = (sub.api.clone(), stats.clone(), stop.clone());
+        let (api, stats, printing) = (sub.api.clone(), stats.clone(), printing.clone());
         std::thread::spawn(move || {
             let client = reqwest::blocking::Client::builder()
                 .timeout(None)
@@ -121,7 +125,8 @@ fn main() -> anyhow::Result<()> {
                 return;
             };
             for line in BufReader::new(resp).lines().map_while(Result::ok) {
-                if stop.load(Ordering::SeqCst) {
+                let printing = printing.lock().unwrap();
+                if !*printing {
                     return;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(&line) else {
@@ -186,7 +191,11 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    println!("stopping {} nodes...", nodes.len());
+    {
+        let mut printing = printing.lock().unwrap();
+        *printing = false;
+        println!("stopping {} nodes...", nodes.len());
+    }
     for n in nodes.iter_mut() {
         n.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(10));
     }
