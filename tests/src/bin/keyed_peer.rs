@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(deadline) => break,
             _ = &mut eof => break,
             _ = tick.tick() => {
-                if published || !publish_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                if published || publish_at.is_none_or(|t| tokio::time::Instant::now() < t) {
                     continue;
                 }
                 let r = Reading {
