@@ -22,7 +22,7 @@ await step('id', async () => {
   const id = await a.id()
   assert.ok(id.id.toString().startsWith('12D3Koo'), `id ${id.id}`)
   assert.ok(id.addresses.length >= 1)
-  assert.ok(id.agentVersion.startsWith('sensornet/'))
+  assert.ok(id.agentVersion.startsWith('kubo/0.22.0/sensornet-'), id.agentVersion)
   return id.id.toString()
 })
 await step('version', async () => {

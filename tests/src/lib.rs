@@ -12,10 +12,17 @@ use anyhow::{anyhow, bail, Context, Result};
 use sensornet::repo::{multiaddr_to_host_port, DaemonInfo, Repo};
 use serde_json::Value;
 
+pub mod kubo;
 pub mod netns;
 
-/// Path of a binary built by `cargo build --workspace --bins` (target/debug/NAME).
+/// Path of a binary built by `cargo build --workspace --bins` (target/debug/NAME), or in
+/// `$SENSORNET_BIN_DIR` when set (binaries copied aside while a shared target dir gets rebuilt).
 pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("SENSORNET_BIN_DIR") {
+        let p = PathBuf::from(dir).join(name);
+        assert!(p.exists(), "{} is missing", p.display());
+        return p;
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // Tests run from target/debug/deps/, the demo from target/debug/.
     let mut dir = exe.parent().expect("target dir");

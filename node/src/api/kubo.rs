@@ -95,12 +95,17 @@ pub async fn id(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
 
 /// `version`.
 pub async fn version() -> Json<Value> {
+    // Kubo's shape: `Version` is the Kubo RPC version sensornet implements (the one in
+    // AGENT_VERSION, `kubo/X.Y.Z/...`); sensornet's own version goes in `Commit`, where Kubo
+    // clients expect a free-form string, and in the extra `Sensornet` key.
+    let kubo = AGENT_VERSION.split('/').nth(1).unwrap_or_default();
     Json(json!({
-        "Version": env!("CARGO_PKG_VERSION"),
-        "Commit": "",
+        "Version": kubo,
+        "Commit": concat!("sensornet-", env!("CARGO_PKG_VERSION")),
         "Repo": "1",
         "System": format!("{}/{}", std::env::consts::ARCH, std::env::consts::OS),
         "Golang": "rust",
+        "Sensornet": env!("CARGO_PKG_VERSION"),
     }))
 }
 

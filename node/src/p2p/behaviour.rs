@@ -17,8 +17,11 @@ use crate::reading::MAX_BLOCK_SIZE;
 
 /// Identify protocol version, as Kubo announces.
 pub const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
-/// Agent version in identify.
-pub const AGENT_VERSION: &str = concat!("sensornet/", env!("CARGO_PKG_VERSION"));
+/// Agent version in identify and `/api/v0/id`, in Kubo's shape `kubo/VERSION/COMMIT`: the Kubo
+/// version whose RPC sensornet implements (clients parse the part after `kubo/` to decide what
+/// they may send, e.g. multibase pubsub topics from 0.11 on), then sensornet's own version in the
+/// slot where Kubo puts its commit.
+pub const AGENT_VERSION: &str = concat!("kubo/0.22.0/sensornet-", env!("CARGO_PKG_VERSION"));
 /// Topics a single peer may subscribe to before we refuse its subscriptions (a flood of
 /// topics once exhausted Kubo's memory).
 pub const MAX_TOPICS_PER_PEER: usize = 128;
