@@ -73,10 +73,12 @@ impl Writer {
         let (done_tx, done_rx) = oneshot::channel();
         let tx = self.tx.clone();
         // A full queue blocks: do that off the async workers.
-        tokio::task::spawn_blocking(move || tx.send(Some((batch, done_tx))))
+        let sent = tokio::task::spawn_blocking(move || tx.send(Some((batch, done_tx))).is_ok())
             .await
-            .map_err(|_| StoreError::Closed)?
             .map_err(|_| StoreError::Closed)?;
+        if !sent {
+            return Err(StoreError::Closed);
+        }
         Ok(Committed(done_rx))
     }
 

@@ -569,7 +569,9 @@ impl Sync {
             // Nobody could supply it: readiness does not wait for the impossible.
             self.readiness.settled(&f.target);
         }
-        if !f.complete && !(repair && f.blocks.is_empty()) {
+        // A repair that found nothing leaves its hole as it was: no new gap.
+        let found_nothing = repair && f.blocks.is_empty();
+        if !f.complete && !found_nothing {
             self.deps.metrics.catchup_gaps.inc();
             tracing::warn!(target = %f.target, got = f.blocks.len(), "no peer holds the rest of this chain; delivering what arrived with a gap (the repair sweep asks again later)");
         }
