@@ -7,6 +7,7 @@
 pub mod fetch;
 pub mod graph;
 pub mod readiness;
+pub mod repair;
 pub mod replay;
 pub mod serve;
 pub mod validate;
@@ -41,11 +42,6 @@ const MAX_FETCHES: usize = 8;
 const HEADS_EVERY: Duration = Duration::from_secs(15);
 /// Delay before a failed heads exchange of the initial catch-up is retried.
 const HEADS_RETRY: Duration = Duration::from_millis(500);
-/// How often holes (blocks nobody could supply when their child was linked past them) are
-/// asked for again; also whenever a peer connects.
-const REPAIR_EVERY: Duration = Duration::from_secs(30);
-/// Holes asked for per sweep: repair stays a trickle beside live traffic.
-const REPAIR_BATCH: usize = 16;
 
 /// What the sync actor needs, and nothing more.
 #[derive(Clone)]
@@ -166,7 +162,7 @@ pub async fn run(
     me.resume_pending();
     let mut heads_tick = tokio::time::interval(HEADS_EVERY);
     heads_tick.tick().await;
-    let mut repair_tick = tokio::time::interval(REPAIR_EVERY);
+    let mut repair_tick = tokio::time::interval(repair::REPAIR_EVERY);
     repair_tick.tick().await;
     me.update_hole_gauge();
     let mut bootstrap_seen = false;
@@ -518,46 +514,6 @@ impl Sync {
                 self.readiness.answered(&peer);
             }
             Internal::Fetched(f) => self.fetched(f).await,
-        }
-    }
-
-    fn update_hole_gauge(&self) {
-        if let Ok(n) = self.deps.store.hole_count() {
-            self.deps.metrics.catchup_holes.set(n as i64);
-        }
-    }
-
-    /// Asks again for the blocks nobody could supply (`only`: a peer that just connected;
-    /// else every connected peer). Holes older than the retention horizon are closed.
-    async fn sweep_holes(&mut self, only: Option<PeerId>) {
-        if self.deps.net.peer_ids().is_empty() {
-            return;
-        }
-        let Ok(holes) = self.deps.store.holes(REPAIR_BATCH) else {
-            return;
-        };
-        let mut closed = Vec::new();
-        for h in holes {
-            if h.before_ms < self.horizon(&h.topic) {
-                closed.push(h.cid);
-                continue;
-            }
-            if self.graph.is_known(&h.cid) || self.is_linked(&h.cid) {
-                continue;
-            }
-            tracing::info!(hole = %h.cid, topic = %h.topic, source = %h.source, "asking peers again for a missing reading");
-            self.repairs.insert(h.cid);
-            self.start_fetch(h.cid, 0, &h.topic, 1, only);
-        }
-        if !closed.is_empty() {
-            let batch = Batch {
-                closed_holes: closed,
-                ..Batch::default()
-            };
-            if let Err(e) = self.deps.store.write(batch).await {
-                tracing::warn!(error = %e, "could not close expired holes");
-            }
-            self.update_hole_gauge();
         }
     }
 
