@@ -159,6 +159,7 @@ impl Publisher {
             aqi: new.aqi,
             seq: 1,
             prev: None,
+            joins: Vec::new(),
             time: new.time.unwrap_or_else(now_ms),
             unit,
             topic,
@@ -169,9 +170,18 @@ impl Publisher {
         self.wait_ready().await?;
         let lock = self.source_lock(&reading.topic, &reading.source);
         let _guard = lock.lock().await;
-        if let Some(head) = self.store.head(&reading.topic, &reading.source)? {
-            reading.seq = head.seq + 1;
-            reading.prev = Some(head.cid);
+        // A Merkle clock: the reading follows the greatest head this node holds and joins the
+        // others (written concurrently on other nodes), one above the highest of them.
+        let heads = self.store.heads_of(&reading.topic, &reading.source)?;
+        if let Some(first) = heads.first() {
+            reading.seq = first.seq + 1;
+            reading.prev = Some(first.cid);
+            let mut joins: Vec<Cid> = heads.iter().skip(1).map(|h| h.cid).collect();
+            // More heads than a reading may join: the greatest are joined now, the rest by
+            // the next readings.
+            joins.truncate(crate::reading::MAX_JOINS);
+            joins.sort();
+            reading.joins = joins;
         }
         let (cid, bytes) = reading.encode();
         let size = bytes.len() as u64;

@@ -16,6 +16,8 @@ pub const MAX_BLOCK_SIZE: usize = 1 << 20;
 
 const MAX_NAME_LEN: usize = 128;
 const MAX_UNIT_LEN: usize = 16;
+/// Most heads one reading joins besides `prev` (concurrent writers of one source).
+pub const MAX_JOINS: usize = 32;
 
 /// Why a reading was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -50,6 +52,10 @@ pub enum ReadingError {
     TooLarge(usize),
     #[error("not a DAG-CBOR reading: {0}")]
     Decode(String),
+    #[error(
+        "joins must name 1 to {MAX_JOINS} distinct heads besides prev, and only beside a prev"
+    )]
+    BadJoins,
 }
 
 /// What sensornet knows about one of the standard sensor topics: the sensors crate's table,
@@ -74,14 +80,21 @@ pub struct Reading {
     /// US EPA AQI for air-quality readings (value is PM2.5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aqi: Option<u16>,
-    /// Sequence number within the source, starting at 1.
+    /// Height in the source's history: 1 for a first reading, else one above the highest
+    /// parent. Concurrent readings of one source may share it (siblings).
     pub seq: u64,
-    /// The previous reading of the same source; `None` for the first one.
+    /// The parent this reading follows (the highest head its publisher knew); `None` for the
+    /// first one. `dag/get CID/prev` walks it.
     pub prev: Option<Cid>,
     /// Measurement time, unix milliseconds.
     pub time: u64,
     /// Unit of `value`.
     pub unit: String,
+    /// Other heads of the source the publisher knew (written concurrently elsewhere): this
+    /// reading joins them, so the source's history is a Merkle clock, not a chain that forks.
+    /// Absent when empty, so a single writer's readings keep their bytes and CIDs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<Cid>,
     /// Canonical topic name.
     pub topic: String,
     /// The measured value.
@@ -142,7 +155,24 @@ impl Reading {
                 return Err(ReadingError::BadAqi(aqi));
             }
         }
+        if !self.joins.is_empty() {
+            let mut seen: Vec<&Cid> = self.joins.iter().collect();
+            seen.sort();
+            seen.dedup();
+            if self.prev.is_none()
+                || self.joins.len() > MAX_JOINS
+                || seen.len() != self.joins.len()
+                || self.prev.is_some_and(|p| self.joins.contains(&p))
+            {
+                return Err(ReadingError::BadJoins);
+            }
+        }
         Ok(())
+    }
+
+    /// Every parent: `prev`, then the joined heads.
+    pub fn parents(&self) -> impl Iterator<Item = &Cid> {
+        self.prev.iter().chain(self.joins.iter())
     }
 
     /// Encodes as a DAG-CBOR block and returns it with its CID.
@@ -167,8 +197,8 @@ impl Reading {
 /// Whether the bytes look like a reading at all (a CBOR map with reading keys), as opposed to
 /// an opaque pubsub payload. A payload that looks like one but fails validation is hostile.
 pub fn looks_like_reading(bytes: &[u8]) -> bool {
-    // CBOR major type 5 (map) with 7 or 8 entries, then the first key "aqi" or "seq".
-    matches!(bytes.first(), Some(0xa7) | Some(0xa8))
+    // CBOR major type 5 (map) with 7 to 9 entries, then the first key "aqi" or "seq".
+    matches!(bytes.first(), Some(0xa7..=0xa9))
         && (bytes.get(1..5) == Some(b"caqi") || bytes.get(1..5) == Some(b"cseq"))
 }
 
@@ -190,6 +220,7 @@ mod tests {
 
     fn sample(seq: u64, prev: Option<Cid>) -> Reading {
         Reading {
+            joins: Vec::new(),
             aqi: None,
             seq,
             prev,
@@ -232,6 +263,44 @@ mod tests {
         let generic: ipld_core::ipld::Ipld = serde_ipld_dagcbor::from_slice(&bytes).unwrap();
         assert_eq!(serde_ipld_dagcbor::to_vec(&generic).unwrap(), bytes);
         assert!(looks_like_reading(&bytes));
+        // With joined heads too (nine keys).
+        r.joins = vec![sample(2, Some(r.prev.unwrap())).encode().0];
+        let (_, bytes) = r.encode();
+        let generic: ipld_core::ipld::Ipld = serde_ipld_dagcbor::from_slice(&bytes).unwrap();
+        assert_eq!(serde_ipld_dagcbor::to_vec(&generic).unwrap(), bytes);
+        assert!(looks_like_reading(&bytes));
+        assert_eq!(Reading::decode(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn joins_are_distinct_heads_beside_prev_and_absent_when_empty() {
+        let a = sample(1, None).encode().0;
+        let b = sample(2, None).encode().0;
+        let mut r = sample(2, Some(a));
+        let single = r.encode().1;
+        assert!(
+            !single.windows(5).any(|w| w == b"joins"),
+            "no joins key when empty"
+        );
+        r.joins = vec![b];
+        assert!(r.validate().is_ok());
+        assert_eq!(r.parents().collect::<Vec<_>>(), vec![&a, &b]);
+        r.joins = vec![a];
+        assert!(
+            matches!(r.validate(), Err(ReadingError::BadJoins)),
+            "prev twice"
+        );
+        r.joins = vec![b, b];
+        assert!(
+            matches!(r.validate(), Err(ReadingError::BadJoins)),
+            "duplicate"
+        );
+        r.prev = None;
+        r.joins = vec![b];
+        assert!(
+            matches!(r.validate(), Err(ReadingError::BadJoins)),
+            "joins without prev"
+        );
     }
 
     #[test]

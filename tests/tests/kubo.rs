@@ -180,6 +180,7 @@ fn kubo_reading_is_validated_stored_and_served() {
     kubo.connect(&n0.swarm).unwrap();
     kubo_sees_subscriber(&mut kubo, "temperature", &n0.peer_id);
     let (cid, bytes) = Reading {
+        joins: Vec::new(),
         aqi: None,
         seq: 1,
         prev: None,

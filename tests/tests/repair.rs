@@ -18,6 +18,7 @@ fn chain() -> Vec<(String, Vec<u8>)> {
     let mut prev = None;
     for seq in 1..=5u64 {
         let r = Reading {
+            joins: Vec::new(),
             aqi: None,
             seq,
             prev,

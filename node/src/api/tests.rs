@@ -215,6 +215,7 @@ async fn bad_bodies_and_values_are_refused_and_nothing_is_stored() {
     assert_eq!(heads["Heads"], serde_json::json!([]));
     // A block this node does not hold: Kubo answers 500 too.
     let (_, bytes) = crate::reading::Reading {
+        joins: Vec::new(),
         aqi: None,
         seq: 1,
         prev: None,

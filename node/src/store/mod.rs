@@ -28,8 +28,15 @@ pub struct Hole {
 
 /// CID bytes → block bytes (any block: readings, `block/put`, `dag/put`).
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
-/// (topic, source) → (seq, CID bytes) of the newest reading whose chain is complete.
-const HEADS: TableDefinition<(&str, &str), (u64, &[u8])> = TableDefinition::new("heads");
+/// (topic, source, CID bytes) → (seq, time ms): the heads of each source, the linked
+/// readings no linked reading names as a parent. One per source while it has one writer;
+/// several while concurrent readings wait to be joined.
+const HEADS: TableDefinition<(&str, &str, &[u8]), (u64, u64)> =
+    TableDefinition::new("source_heads");
+/// The single head per source of stores written before the Merkle clock; migrated at open.
+const OLD_HEADS: TableDefinition<(&str, &str), (u64, &[u8])> = TableDefinition::new("heads");
+/// Parent CID bytes → (): readings some linked reading names as a parent (never heads again).
+const CHILDREN: TableDefinition<&[u8], ()> = TableDefinition::new("has_children");
 /// CID bytes → seq, for readings whose chain back to the first reading (or the retention
 /// horizon) is in the store; only these are delivered and listed.
 const LINKED: TableDefinition<&[u8], u64> = TableDefinition::new("linked");
@@ -125,17 +132,26 @@ impl From<redb::CommitError> for StoreError {
     }
 }
 
-/// The head of one source's chain.
+/// A head of one source's history.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head {
     /// Canonical topic.
     pub topic: String,
     /// Sensor id.
     pub source: String,
-    /// Sequence number of the head reading.
+    /// Height (seq) of the head reading.
     pub seq: u64,
+    /// Its time (unix ms).
+    pub time: u64,
     /// CID of the head reading.
     pub cid: Cid,
+}
+
+impl Head {
+    /// History order: (seq, time, CID); the greatest head is the one a new reading follows.
+    pub fn order_key(&self) -> (u64, u64, Vec<u8>) {
+        (self.seq, self.time, self.cid.to_bytes())
+    }
 }
 
 /// A stored reading with its CID.
@@ -223,6 +239,53 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     })
 }
 
+/// Moves the single head per source of an older store into the heads table.
+fn migrate_old_heads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    use redb::TableHandle;
+    let old_exists = txn
+        .list_tables()
+        .map_err(StoreError::db)?
+        .any(|t| t.name() == OLD_HEADS.name());
+    if !old_exists {
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    {
+        let old = txn.open_table(OLD_HEADS)?;
+        let blocks = txn.open_table(BLOCKS)?;
+        for entry in old.iter()? {
+            let (k, v) = entry?;
+            let (topic, source) = k.value();
+            let (seq, cid) = v.value();
+            let time = blocks
+                .get(cid)?
+                .and_then(|b| Reading::decode(b.value()).ok())
+                .map_or(0, |r| r.time);
+            rows.push((
+                topic.to_string(),
+                source.to_string(),
+                cid.to_vec(),
+                seq,
+                time,
+            ));
+        }
+    }
+    let mut heads = txn.open_table(HEADS)?;
+    for (topic, source, cid, seq, time) in &rows {
+        heads.insert(
+            (topic.as_str(), source.as_str(), cid.as_slice()),
+            (*seq, *time),
+        )?;
+    }
+    drop(heads);
+    txn.delete_table(OLD_HEADS).map_err(StoreError::db)?;
+    tracing::info!(
+        sources = rows.len(),
+        "store: heads moved to the Merkle-clock table"
+    );
+    Ok(())
+}
+
 /// Handle to the block store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -253,6 +316,8 @@ impl Store {
             txn.open_table(BY_TIME)?;
             txn.open_table(PENDING)?;
             txn.open_table(HOLES)?;
+            txn.open_table(CHILDREN)?;
+            migrate_old_heads(&txn)?;
         }
         txn.commit()?;
         let shared = Arc::new(Shared {
@@ -301,39 +366,55 @@ impl Store {
         Ok(t.get(cid.to_bytes().as_slice())?.is_some())
     }
 
-    /// The head of one source.
-    pub fn head(&self, topic: &str, source: &str) -> Result<Option<Head>, StoreError> {
+    /// The heads of one source, greatest first (see [`Head::order_key`]).
+    pub fn heads_of(&self, topic: &str, source: &str) -> Result<Vec<Head>, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
         let t = txn.open_table(HEADS)?;
-        let got = t.get((topic, source))?;
-        Ok(got.and_then(|v| {
-            let (seq, cid) = v.value();
-            Some(Head {
-                topic: topic.to_string(),
-                source: source.to_string(),
-                seq,
-                cid: Cid::try_from(cid).ok()?,
-            })
-        }))
+        let start: (&str, &str, &[u8]) = (topic, source, &[]);
+        let end: (&str, &str, &[u8]) = (topic, source, &[0xff; 80]);
+        let mut out = Vec::new();
+        for entry in t.range(start..=end)? {
+            let (k, v) = entry?;
+            let (_, _, cid) = k.value();
+            let (seq, time) = v.value();
+            if let Ok(cid) = Cid::try_from(cid) {
+                out.push(Head {
+                    topic: topic.to_string(),
+                    source: source.to_string(),
+                    seq,
+                    time,
+                    cid,
+                });
+            }
+        }
+        out.sort_by_key(|h| std::cmp::Reverse(h.order_key()));
+        Ok(out)
     }
 
-    /// Heads of every source on the given topics (all topics when empty).
+    /// The greatest head of one source (the one a new reading follows).
+    pub fn head(&self, topic: &str, source: &str) -> Result<Option<Head>, StoreError> {
+        Ok(self.heads_of(topic, source)?.into_iter().next())
+    }
+
+    /// Heads of every source on the given topics (all topics when empty), by topic, source
+    /// and CID.
     pub fn heads(&self, topics: &[String]) -> Result<Vec<Head>, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
         let t = txn.open_table(HEADS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
             let (k, v) = entry?;
-            let (topic, source) = k.value();
+            let (topic, source, cid) = k.value();
             if !topics.is_empty() && !topics.iter().any(|x| x == topic) {
                 continue;
             }
-            let (seq, cid) = v.value();
+            let (seq, time) = v.value();
             if let Ok(cid) = Cid::try_from(cid) {
                 out.push(Head {
                     topic: topic.to_string(),
                     source: source.to_string(),
                     seq,
+                    time,
                     cid,
                 });
             }

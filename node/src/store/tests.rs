@@ -3,6 +3,7 @@ use crate::reading::Reading;
 
 fn reading(seq: u64, prev: Option<Cid>) -> Reading {
     Reading {
+        joins: Vec::new(),
         aqi: None,
         seq,
         prev,
@@ -111,4 +112,80 @@ fn damaged_file_is_reported_with_advice() {
         .expect("garbage must not open")
         .to_string();
     assert!(err.contains("move it aside"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_readings_are_sibling_heads_until_a_reading_joins_them() {
+    let store = Store::in_memory().unwrap();
+    let root = reading(1, None);
+    let (root_cid, b) = linked_batch(&root);
+    store.write(b).await.unwrap();
+    // Two writers follow the root at once: two heads of one source, same height.
+    let mut left = reading(2, Some(root_cid));
+    left.value = 41.0;
+    let mut right = reading(2, Some(root_cid));
+    right.value = 42.0;
+    let (left_cid, b) = linked_batch(&left);
+    store.write(b).await.unwrap();
+    let (right_cid, b) = linked_batch(&right);
+    store.write(b).await.unwrap();
+    let heads = store.heads_of("humidity", "h1").unwrap();
+    assert_eq!(heads.len(), 2);
+    assert!(heads.iter().all(|h| h.seq == 2));
+    assert!(heads[0].order_key() > heads[1].order_key(), "greatest first");
+    assert_eq!(store.head("humidity", "h1").unwrap().unwrap(), heads[0]);
+    // A reading that follows one and joins the other leaves one head.
+    let mut join = reading(3, Some(heads[0].cid));
+    join.joins = vec![heads[1].cid];
+    let (join_cid, b) = linked_batch(&join);
+    store.write(b).await.unwrap();
+    let heads = store.heads_of("humidity", "h1").unwrap();
+    assert_eq!(heads.iter().map(|h| h.cid).collect::<Vec<_>>(), vec![join_cid]);
+    assert!(store.is_linked(&left_cid).unwrap() && store.is_linked(&right_cid).unwrap());
+}
+
+#[tokio::test]
+async fn a_hole_filled_late_does_not_become_a_head_again() {
+    let store = Store::in_memory().unwrap();
+    let (c1, b1) = linked_batch(&reading(1, None));
+    let r2 = reading(2, Some(c1));
+    let (c2, _) = r2.encode();
+    let r3 = reading(3, Some(c2));
+    // 3 is linked past the missing 2 (a gap), then 2 arrives.
+    store.write(b1).await.unwrap();
+    let (c3, b3) = linked_batch(&r3);
+    store.write(b3).await.unwrap();
+    let (_, b2) = linked_batch(&r2);
+    store.write(b2).await.unwrap();
+    let heads = store.heads_of("humidity", "h1").unwrap();
+    assert_eq!(heads.iter().map(|h| h.cid).collect::<Vec<_>>(), vec![c3]);
+}
+
+#[test]
+fn a_store_with_the_old_single_head_table_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.redb");
+    let r = reading(7, None);
+    let (cid, bytes) = r.encode();
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut blocks = txn.open_table(BLOCKS).unwrap();
+            blocks.insert(cid.to_bytes().as_slice(), bytes.as_slice()).unwrap();
+            let mut old = txn.open_table(OLD_HEADS).unwrap();
+            old.insert(("humidity", "h1"), (7, cid.to_bytes().as_slice()))
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let head = store.head("humidity", "h1").unwrap().unwrap();
+    assert_eq!((head.seq, head.time, head.cid), (7, r.time, cid));
+    store.shutdown();
+    drop(store);
+    // Opening again finds nothing left to migrate.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.heads(&[]).unwrap().len(), 1);
+    store.shutdown();
 }

@@ -10,7 +10,7 @@ use cid::Cid;
 use redb::{Database, Durability, ReadableTable};
 use tokio::sync::oneshot;
 
-use super::{Hole, Shared, StoreError, BLOCKS, BY_TIME, HEADS, HOLES, LINKED, PENDING};
+use super::{Hole, Shared, StoreError, BLOCKS, BY_TIME, CHILDREN, HEADS, HOLES, LINKED, PENDING};
 use crate::reading::Reading;
 
 /// Most batches folded into one transaction; bounds the latency of the first caller.
@@ -25,7 +25,8 @@ const QUEUE: usize = 4096;
 pub struct Batch {
     /// Blocks to put.
     pub blocks: Vec<(Cid, Vec<u8>)>,
-    /// Readings whose chain is complete: index them, mark them linked, advance heads.
+    /// Readings whose parents are linked (or given up on): index them, mark them linked, and
+    /// make each a head of its source in place of its parents.
     pub linked: Vec<(Cid, Reading, u64)>,
     /// Readings stored but waiting for their `prev`.
     pub pending: Vec<Cid>,
@@ -166,6 +167,7 @@ fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
         let mut by_time = txn.open_table(BY_TIME)?;
         let mut pending = txn.open_table(PENDING)?;
         let mut holes = txn.open_table(HOLES)?;
+        let mut children = txn.open_table(CHILDREN)?;
         for b in batches {
             for h in &b.holes {
                 holes.insert(
@@ -189,14 +191,17 @@ fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
                 holes.remove(key.as_slice())?;
                 linked.insert(key.as_slice(), r.seq)?;
                 by_time.insert((r.topic.as_str(), r.time, key.as_slice()), *size)?;
-                let newer = match heads.get((r.topic.as_str(), r.source.as_str()))? {
-                    Some(h) => h.value().0 < r.seq,
-                    None => true,
-                };
-                if newer {
+                // Its parents stop being heads; it becomes one unless a linked reading already
+                // names it (a hole filled late, below readings linked past it).
+                for p in r.parents() {
+                    let p = p.to_bytes();
+                    heads.remove((r.topic.as_str(), r.source.as_str(), p.as_slice()))?;
+                    children.insert(p.as_slice(), ())?;
+                }
+                if children.get(key.as_slice())?.is_none() {
                     heads.insert(
-                        (r.topic.as_str(), r.source.as_str()),
-                        (r.seq, key.as_slice()),
+                        (r.topic.as_str(), r.source.as_str(), key.as_slice()),
+                        (r.seq, r.time),
                     )?;
                 }
             }
@@ -206,13 +211,14 @@ fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
                 heads
                     .iter()?
                     .filter_map(Result::ok)
-                    .map(|(_, v)| v.value().1.to_vec())
+                    .map(|(k, _)| k.value().2.to_vec())
                     .collect()
             };
             for (topic, time, cid) in &b.expire {
                 let key = cid.to_bytes();
                 by_time.remove((topic.as_str(), *time, key.as_slice()))?;
                 linked.remove(key.as_slice())?;
+                children.remove(key.as_slice())?;
                 // Heads keep their block so a quiet source still has its place in the chain.
                 if !head_cids.contains(&key) {
                     blocks.remove(key.as_slice())?;

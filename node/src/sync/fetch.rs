@@ -29,8 +29,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 pub struct Want {
     /// Newest missing block.
     pub target: Cid,
-    /// We hold the source up to this seq.
-    pub stop_seq: u64,
+    /// Readings expected below it (sizes the first request; later ones double).
+    pub expected: u64,
     /// Retention horizon (unix ms).
     pub min_time: u64,
     /// Peers to ask, best first.
@@ -83,6 +83,9 @@ impl Fetcher {
         let mut lacking: HashSet<PeerId> = HashSet::new();
         let mut rounds = 0;
         let mut complete = true;
+        // Small gaps ask for a small page, big ones for the largest; each full page doubles.
+        let mut page =
+            (want.expected.saturating_mul(2) + 8).clamp(16, MAX_CHAIN_BLOCKS as u64) as u32;
         'walk: while let Some(cid) = next {
             if self.store.is_linked(&cid).unwrap_or(false) {
                 break;
@@ -93,7 +96,7 @@ impl Fetcher {
                 if lacking.contains(&peer) {
                     continue;
                 }
-                match self.ask(peer, cid, &want).await {
+                match self.ask(peer, cid, &want, page).await {
                     Answer::Stopped => {
                         complete = false;
                         break 'walk;
@@ -108,6 +111,9 @@ impl Fetcher {
                         rounds = 0;
                         if moved {
                             lacking.clear();
+                        }
+                        if end == ChainEnd::Limit {
+                            page = (page * 2).min(MAX_CHAIN_BLOCKS);
                         }
                         if end == ChainEnd::Missing || !moved {
                             // This peer's copy has a hole (or a bad block) here; ask the others.
@@ -144,12 +150,14 @@ impl Fetcher {
     }
 
     /// Asks one peer for the chain from `cid` and verifies what comes back.
-    async fn ask(&self, peer: PeerId, cid: Cid, want: &Want) -> Answer {
+    async fn ask(&self, peer: PeerId, cid: Cid, want: &Want, page: u32) -> Answer {
         let req = SyncRequest::Chain {
             from: ByteBuf::from(cid.to_bytes()),
-            stop_seq: want.stop_seq,
+            // Heights do not order a source's history once it has siblings: the walk stops
+            // where the asker holds a block (checked here), not at a seq.
+            stop_seq: 0,
             min_time: want.min_time,
-            max: MAX_CHAIN_BLOCKS,
+            max: page,
         };
         let (got, end) = match self.net.request(peer, req).await {
             Err(NetError::Stopped) => return Answer::Stopped,
@@ -175,6 +183,10 @@ impl Fetcher {
         let mut out = Vec::with_capacity(got.len());
         let mut expect = cid;
         for b in got {
+            if !out.is_empty() && self.store.is_linked(&expect).unwrap_or(false) {
+                // The walk reached what this node holds: the rest is known here.
+                return Answer::Blocks(out, None, ChainEnd::Done);
+            }
             let b = b.into_vec();
             let reading = verify_cid(&expect, &b)
                 .then(|| Reading::decode(&b).ok())

@@ -1,6 +1,6 @@
-//! The waiting graph: readings stored but not yet linked, keyed by the `prev` they wait for,
-//! and the chain fetches in flight. A plain struct; the actor asks the store whether a CID
-//! is linked and hands the answers in.
+//! The waiting graph: readings stored but not yet linked, each waiting for the parents it
+//! lacks (`prev` and the heads it joins), and the chain fetches in flight. A plain struct;
+//! the actor asks the store whether a CID is linked and hands the answers in.
 
 use std::collections::{HashMap, HashSet};
 
@@ -9,23 +9,34 @@ use cid::Cid;
 use crate::bus::Linked;
 use crate::reading::Reading;
 
-/// Whether a reading can be linked now: it starts its source's chain, its `prev` is linked,
-/// or it is older than the retention horizon (nothing before it is kept anyway). The one
-/// place this is decided, for gossip, local `pubsub/pub` blocks and fetched chains alike.
-pub fn linkable(r: &Reading, horizon_ms: u64, prev_linked: impl FnOnce(&Cid) -> bool) -> bool {
-    match &r.prev {
-        None => true,
-        Some(p) => r.time < horizon_ms || prev_linked(p),
+/// The parents a reading still lacks: none when it starts its source's history, when every
+/// parent is linked, or when it is older than the retention horizon (nothing before it is
+/// kept anyway). The one place this is decided, for gossip, local `pubsub/pub` blocks and
+/// fetched chains alike.
+pub fn missing_parents(
+    r: &Reading,
+    horizon_ms: u64,
+    mut linked: impl FnMut(&Cid) -> bool,
+) -> Vec<Cid> {
+    if r.time < horizon_ms {
+        return Vec::new();
     }
+    r.parents().filter(|p| !linked(p)).copied().collect()
 }
 
-/// Readings waiting for their `prev`, and fetches in flight.
+/// A reading parked until its missing parents are linked.
+struct Waiter {
+    item: Linked,
+    missing: HashSet<Cid>,
+}
+
+/// Readings waiting for parents, and fetches in flight.
 #[derive(Default)]
 pub struct Graph {
-    /// prev CID → readings waiting for it.
-    waiting: HashMap<Cid, Vec<Linked>>,
-    /// CIDs of waiting readings (their children wait too, without a fetch of their own).
-    pending: HashSet<Cid>,
+    /// Missing parent → readings waiting for it.
+    waiting: HashMap<Cid, Vec<Cid>>,
+    /// Waiting readings by CID (their children wait too, without a fetch of their own).
+    pending: HashMap<Cid, Waiter>,
     /// Fetch targets, with the number of readings each is expected to bring.
     inflight: HashMap<Cid, u64>,
 }
@@ -33,44 +44,83 @@ pub struct Graph {
 impl Graph {
     /// Whether the reading is waiting here.
     pub fn is_pending(&self, cid: &Cid) -> bool {
-        self.pending.contains(cid)
+        self.pending.contains_key(cid)
     }
 
     /// Whether the CID is waiting or being fetched: nothing more to do for it.
     pub fn is_known(&self, cid: &Cid) -> bool {
-        self.pending.contains(cid) || self.inflight.contains_key(cid)
+        self.pending.contains_key(cid) || self.inflight.contains_key(cid)
     }
 
-    /// Parks a reading until its `prev` is linked. Returns the `prev` when a fetch for it
-    /// should start (it is neither waiting itself nor being fetched).
-    pub fn wait(&mut self, item: Linked) -> Option<Cid> {
-        let prev = item.reading.prev?;
-        self.pending.insert(item.cid);
-        let fetch = !self.is_known(&prev);
-        self.waiting.entry(prev).or_default().push(item);
-        fetch.then_some(prev)
+    /// Parks a reading until each of `missing` (its parents not linked yet) is linked or
+    /// given up on. Returns the parents a fetch should start for (neither waiting themselves
+    /// nor being fetched). A reading missing nothing is not parked: link it instead.
+    pub fn wait(&mut self, item: Linked, missing: Vec<Cid>) -> Vec<Cid> {
+        if missing.is_empty() || self.pending.contains_key(&item.cid) {
+            return Vec::new();
+        }
+        let fetch: Vec<Cid> = missing
+            .iter()
+            .filter(|p| !self.is_known(p))
+            .copied()
+            .collect();
+        for p in &missing {
+            self.waiting.entry(*p).or_default().push(item.cid);
+        }
+        self.pending.insert(
+            item.cid,
+            Waiter {
+                item,
+                missing: missing.into_iter().collect(),
+            },
+        );
+        fetch
     }
 
-    /// Links `item` and, transitively, every reading that waited for it; returns them in
-    /// the order they become linked (parents before children).
-    pub fn link(&mut self, item: Linked) -> Vec<Linked> {
+    /// `parent` is linked (or given up on): the readings that no longer lack anything are
+    /// returned, in an order where parents come before children, and with them everything
+    /// that waited for them in turn. `first` (the parent itself, when it was linked here) is
+    /// returned first.
+    fn release(&mut self, parent: Cid, first: Option<Linked>) -> Vec<Linked> {
         let mut out = Vec::new();
-        let mut stack = vec![item];
-        while let Some(l) = stack.pop() {
-            self.pending.remove(&l.cid);
-            if let Some(children) = self.waiting.remove(&l.cid) {
-                stack.extend(children);
+        let mut stack: Vec<(Cid, Option<Linked>)> = vec![(parent, first)];
+        while let Some((cid, linked)) = stack.pop() {
+            if let Some(l) = linked {
+                out.push(l);
             }
-            out.push(l);
+            for child in self.waiting.remove(&cid).unwrap_or_default() {
+                let Some(w) = self.pending.get_mut(&child) else {
+                    continue;
+                };
+                w.missing.remove(&cid);
+                if w.missing.is_empty() {
+                    let w = self.pending.remove(&child).expect("present");
+                    stack.push((child, Some(w.item)));
+                }
+            }
         }
         out
     }
 
-    /// Gives up on `prev` (nobody can supply it): its waiting children are linked past the
-    /// gap, with theirs.
-    pub fn link_past(&mut self, prev: &Cid) -> Vec<Linked> {
-        let children = self.waiting.remove(prev).unwrap_or_default();
-        children.into_iter().flat_map(|c| self.link(c)).collect()
+    /// Links `item` and, transitively, every reading that waited only for it (or for others
+    /// linked by now); returns them in the order they become linked (parents first).
+    pub fn link(&mut self, item: Linked) -> Vec<Linked> {
+        let cid = item.cid;
+        // A reading linked while it was parked (its last parent turned up by another path).
+        if let Some(w) = self.pending.remove(&cid) {
+            for p in w.missing {
+                if let Some(ws) = self.waiting.get_mut(&p) {
+                    ws.retain(|c| *c != cid);
+                }
+            }
+        }
+        self.release(cid, Some(item))
+    }
+
+    /// Gives up on `parent` (nobody can supply it): readings waiting for it stop waiting for
+    /// it, and those that lack nothing else are linked past the gap, with theirs.
+    pub fn link_past(&mut self, parent: &Cid) -> Vec<Linked> {
+        self.release(*parent, None)
     }
 
     /// Records a fetch of `target`; false if one is already running.
@@ -92,13 +142,16 @@ impl Graph {
         self.inflight.values().sum()
     }
 
-    /// Missing `prev`s nobody is fetching (their fetch failed, or they predate this run),
+    /// Missing parents nobody is fetching (their fetch failed, or they predate this run),
     /// each with one reading that waits for it.
     pub fn orphans(&self) -> Vec<(Cid, Reading)> {
         self.waiting
             .iter()
-            .filter(|(prev, _)| !self.is_known(prev))
-            .filter_map(|(prev, ws)| ws.first().map(|w| (*prev, w.reading.clone())))
+            .filter(|(parent, _)| !self.is_known(parent))
+            .filter_map(|(parent, children)| {
+                let w = children.iter().find_map(|c| self.pending.get(c))?;
+                Some((*parent, w.item.reading.clone()))
+            })
             .collect()
     }
 }
@@ -109,15 +162,16 @@ mod tests {
 
     use super::*;
 
-    fn item(seq: u64, prev: Option<Cid>) -> Linked {
+    fn item(seq: u64, prev: Option<Cid>, joins: Vec<Cid>, value: f64) -> Linked {
         let r = Reading {
             aqi: None,
             seq,
             prev,
             time: 1_000 + seq,
             unit: "°C".into(),
+            joins,
             topic: "temperature".into(),
-            value: 20.0,
+            value,
             source: "t1".into(),
         };
         let (cid, bytes) = r.encode();
@@ -136,19 +190,29 @@ mod tests {
         let mut out: Vec<Linked> = Vec::new();
         for seq in 1..=n {
             let prev = out.last().map(|l| l.cid);
-            out.push(item(seq, prev));
+            out.push(item(seq, prev, vec![], 20.0));
         }
         out
     }
 
+    fn seqs(v: &[Linked]) -> Vec<u64> {
+        v.iter().map(|l| l.reading.seq).collect()
+    }
+
     #[test]
-    fn linkable_needs_a_linked_prev_unless_first_or_past_the_horizon() {
+    fn missing_parents_counts_prev_and_joins_unless_past_the_horizon() {
         let c = chain(2);
-        assert!(linkable(&c[0].reading, 0, |_| false));
-        assert!(!linkable(&c[1].reading, 0, |_| false));
-        assert!(linkable(&c[1].reading, 0, |p| *p == c[0].cid));
+        let sibling = item(2, Some(c[0].cid), vec![], 21.0);
+        let join = item(3, Some(c[1].cid), vec![sibling.cid], 22.0);
+        assert!(missing_parents(&c[0].reading, 0, |_| false).is_empty());
+        assert_eq!(missing_parents(&c[1].reading, 0, |_| false), vec![c[0].cid]);
+        assert!(missing_parents(&c[1].reading, 0, |p| *p == c[0].cid).is_empty());
+        assert_eq!(
+            missing_parents(&join.reading, 0, |p| *p == c[1].cid),
+            vec![sibling.cid]
+        );
         // Older than the horizon: nothing before it is kept, so it links as it is.
-        assert!(linkable(&c[1].reading, 10_000, |_| false));
+        assert!(missing_parents(&c[1].reading, 10_000, |_| false).is_empty());
     }
 
     #[test]
@@ -156,27 +220,40 @@ mod tests {
         let c = chain(4);
         let mut g = Graph::default();
         // 3 arrives first: 2 is missing, fetch it.
-        assert_eq!(g.wait(c[2].clone()), Some(c[1].cid));
+        assert_eq!(g.wait(c[2].clone(), vec![c[1].cid]), vec![c[1].cid]);
         assert!(g.start_fetch(c[1].cid, 1));
         assert!(!g.start_fetch(c[1].cid, 1), "one fetch per target");
         // 4 waits for 3, which is itself waiting: no second fetch.
-        assert_eq!(g.wait(c[3].clone()), None);
+        assert!(g.wait(c[3].clone(), vec![c[2].cid]).is_empty());
         assert!(g.is_pending(&c[2].cid) && g.is_pending(&c[3].cid));
         assert_eq!(g.lag(), 1);
         // The fetch brings 2: 2, 3, 4 link, parents first.
         g.end_fetch(&c[1].cid);
-        let linked: Vec<u64> = g.link(c[1].clone()).iter().map(|l| l.reading.seq).collect();
-        assert_eq!(linked, vec![2, 3, 4]);
+        assert_eq!(seqs(&g.link(c[1].clone())), vec![2, 3, 4]);
         assert!(!g.is_pending(&c[3].cid));
         assert!(g.orphans().is_empty());
         assert_eq!(g.lag(), 0);
     }
 
     #[test]
+    fn a_join_waits_for_every_missing_parent() {
+        let c = chain(2);
+        let sibling = item(2, Some(c[0].cid), vec![], 21.0);
+        let join = item(3, Some(c[1].cid), vec![sibling.cid], 22.0);
+        let mut g = Graph::default();
+        let fetch = g.wait(join.clone(), vec![c[1].cid, sibling.cid]);
+        assert_eq!(fetch.len(), 2, "both parents are fetched");
+        assert!(g.link(c[1].clone()).len() == 1, "one parent is not enough");
+        assert!(g.is_pending(&join.cid));
+        assert_eq!(seqs(&g.link(sibling.clone())), vec![2, 3]);
+        assert!(!g.is_known(&join.cid));
+    }
+
+    #[test]
     fn a_failed_fetch_leaves_an_orphan_that_can_be_linked_past() {
         let c = chain(3);
         let mut g = Graph::default();
-        assert_eq!(g.wait(c[2].clone()), Some(c[1].cid));
+        assert_eq!(g.wait(c[2].clone(), vec![c[1].cid]), vec![c[1].cid]);
         assert!(g.start_fetch(c[1].cid, 1));
         assert!(g.orphans().is_empty(), "being fetched is not an orphan");
         g.end_fetch(&c[1].cid);
@@ -184,20 +261,26 @@ mod tests {
         assert_eq!(orphans.len(), 1);
         assert_eq!(orphans[0].0, c[1].cid);
         assert_eq!(orphans[0].1.seq, 3);
-        let linked: Vec<u64> = g
-            .link_past(&c[1].cid)
-            .iter()
-            .map(|l| l.reading.seq)
-            .collect();
-        assert_eq!(linked, vec![3]);
+        assert_eq!(seqs(&g.link_past(&c[1].cid)), vec![3]);
         assert!(g.orphans().is_empty());
         assert!(!g.is_known(&c[2].cid));
     }
 
     #[test]
-    fn a_first_reading_never_waits() {
+    fn a_parked_reading_linked_by_another_path_leaves_the_graph() {
+        let c = chain(3);
         let mut g = Graph::default();
-        assert_eq!(g.wait(item(1, None)), None);
-        assert!(!g.is_known(&item(1, None).cid));
+        g.wait(c[2].clone(), vec![c[1].cid]);
+        assert_eq!(seqs(&g.link(c[2].clone())), vec![3]);
+        assert!(!g.is_pending(&c[2].cid));
+        assert!(g.link(c[1].clone()).len() == 1, "3 is not linked twice");
+    }
+
+    #[test]
+    fn a_reading_missing_nothing_never_waits() {
+        let mut g = Graph::default();
+        let first = item(1, None, vec![], 20.0);
+        assert!(g.wait(first.clone(), vec![]).is_empty());
+        assert!(!g.is_known(&first.cid));
     }
 }

@@ -235,14 +235,19 @@ impl Sync {
                 .ok()
                 .flatten()
                 .unwrap_or_default();
-            self.graph.wait(Linked {
-                cid: p.cid,
-                reading: p.reading,
-                backfilled: true,
-                from: None,
-                seqno: None,
-                data: Arc::new(data),
-            });
+            let horizon = self.horizon(&p.reading.topic);
+            let missing = graph::missing_parents(&p.reading, horizon, |c| self.is_linked(c));
+            self.graph.wait(
+                Linked {
+                    cid: p.cid,
+                    reading: p.reading,
+                    backfilled: true,
+                    from: None,
+                    seqno: None,
+                    data: Arc::new(data),
+                },
+                missing,
+            );
         }
     }
 
@@ -337,15 +342,16 @@ impl Sync {
             }
             out.blocks.push((cid, item.data.to_vec()));
             let horizon = self.horizon(&item.reading.topic);
-            if graph::linkable(&item.reading, horizon, |p| {
+            let missing = graph::missing_parents(&item.reading, horizon, |p| {
                 linked_now.contains(p) || self.is_linked(p)
-            }) {
+            });
+            if missing.is_empty() {
                 self.link(item, &mut out, &mut deliver, &mut linked_now);
             } else {
                 out.pending.push(cid);
                 let child = item.reading.clone();
-                if let Some(prev) = self.graph.wait(item) {
-                    fetch.push((prev, child, via));
+                for parent in self.graph.wait(item, missing) {
+                    fetch.push((parent, child.clone(), via));
                 }
             }
         }
@@ -363,19 +369,22 @@ impl Sync {
             tracing::error!(error = %e, "could not store received readings; peers will resend them on catch-up");
             return;
         }
-        for (prev, child, via) in fetch {
-            let stop_seq = self.head_seq(&child.topic, &child.source);
-            self.start_fetch(
-                prev,
-                stop_seq,
-                &child.topic,
-                child.seq.saturating_sub(stop_seq + 1),
-                via,
-            );
+        for (parent, child, via) in fetch {
+            let expected = self.expected_below(&child);
+            self.start_fetch(parent, &child.topic, expected, via);
         }
     }
 
-    /// The newest seq of a source held here (0 for none).
+    /// Roughly how many readings are missing below `child`: down to this node's highest head
+    /// of the source (sizes the first chain request).
+    fn expected_below(&self, child: &Reading) -> u64 {
+        child
+            .seq
+            .saturating_sub(self.head_seq(&child.topic, &child.source) + 1)
+            .max(1)
+    }
+
+    /// The highest seq of a source held here (0 for none).
     fn head_seq(&self, topic: &str, source: &str) -> u64 {
         self.deps
             .store
@@ -412,10 +421,11 @@ impl Sync {
         deliver.push(l);
     }
 
-    fn start_fetch(
+    /// Fetches `target` and the chain below it (`prev` links) until it meets what is
+    /// linked here, the retention horizon or the first reading.
+    pub(super) fn start_fetch(
         &mut self,
         target: Cid,
-        stop_seq: u64,
         topic: &str,
         expected: u64,
         via: Option<PeerId>,
@@ -433,14 +443,14 @@ impl Sync {
         );
         let want = Want {
             target,
-            stop_seq,
+            expected,
             min_time: self.horizon(topic),
             peers,
         };
         let fetcher = self.fetcher.clone();
         let tx = self.internal_tx.clone();
         let slots = self.fetch_slots.clone();
-        tracing::info!(%target, stop_seq, "catch-up started");
+        tracing::info!(%target, expected, "catch-up started");
         tokio::spawn(async move {
             let _permit = slots.acquire().await;
             let fetched = fetcher.fetch_chain(want).await;
@@ -450,15 +460,9 @@ impl Sync {
 
     /// Chains whose fetch found no peer (or predate this run) are tried again with a new peer.
     fn refetch_orphans(&mut self, peer: PeerId) {
-        for (prev, child) in self.graph.orphans() {
-            let stop = self.head_seq(&child.topic, &child.source);
-            self.start_fetch(
-                prev,
-                stop,
-                &child.topic,
-                child.seq.saturating_sub(stop + 1),
-                Some(peer),
-            );
+        for (parent, child) in self.graph.orphans() {
+            let expected = self.expected_below(&child);
+            self.start_fetch(parent, &child.topic, expected, Some(peer));
         }
     }
 
@@ -497,18 +501,18 @@ impl Sync {
                     let Ok(cid) = Cid::try_from(h.cid.as_slice()) else {
                         continue;
                     };
+                    // Any head not linked here is history this node lacks, whatever its seq:
+                    // a sibling written concurrently elsewhere may be lower than ours.
                     if self.is_linked(&cid) {
-                        continue;
-                    }
-                    let ours = self.head_seq(&h.topic, &h.source);
-                    if h.seq <= ours {
                         continue;
                     }
                     if counts {
                         self.readiness.expect(cid);
                     }
                     if !self.graph.is_known(&cid) {
-                        self.start_fetch(cid, ours, &h.topic, h.seq - ours, Some(peer));
+                        let ours = self.head_seq(&h.topic, &h.source);
+                        let expected = h.seq.saturating_sub(ours).max(1);
+                        self.start_fetch(cid, &h.topic, expected, Some(peer));
                     }
                 }
                 self.readiness.answered(&peer);
@@ -543,13 +547,22 @@ impl Sync {
         let mut out = Batch::default();
         let mut deliver = Vec::new();
         let mut linked_now = HashSet::new();
+        let mut fetch: Vec<(Cid, Reading)> = Vec::new();
         let count = f.blocks.len();
-        for (cid, reading, bytes) in f.blocks.into_iter().rev() {
+        // The walk followed `prev` links: each block's prev is the block after it in this
+        // list, and the oldest block's prev is linked here, absent, beyond the horizon or (an
+        // incomplete walk) a gap. Only joined heads may still be missing.
+        let gap_or_done = f.blocks.last().and_then(|(_, r, _)| r.prev);
+        for (i, (cid, reading, bytes)) in f.blocks.into_iter().rev().enumerate() {
             // Gossip may have brought and linked it while the fetch ran: deliver it once.
             if linked_now.contains(&cid) || self.is_linked(&cid) {
                 continue;
             }
             out.blocks.push((cid, bytes.clone()));
+            let horizon = self.horizon(&reading.topic);
+            let missing = graph::missing_parents(&reading, horizon, |p| {
+                linked_now.contains(p) || self.is_linked(p) || (i == 0 && Some(*p) == gap_or_done)
+            });
             let item = Linked {
                 cid,
                 reading,
@@ -558,10 +571,19 @@ impl Sync {
                 seqno: None,
                 data: Arc::new(bytes),
             };
-            self.link(item, &mut out, &mut deliver, &mut linked_now);
+            if missing.is_empty() {
+                self.link(item, &mut out, &mut deliver, &mut linked_now);
+            } else {
+                out.pending.push(cid);
+                let child = item.reading.clone();
+                for parent in self.graph.wait(item, missing) {
+                    fetch.push((parent, child.clone()));
+                }
+            }
         }
-        // Readings waiting on a block nobody could supply are linked past the gap.
-        if !f.complete || count == 0 {
+        // Readings waiting on a block nobody could supply (or beyond the horizon) stop
+        // waiting for it.
+        if count == 0 {
             for l in self.graph.link_past(&f.target) {
                 if below.is_none() {
                     below = Some((
@@ -595,6 +617,10 @@ impl Sync {
         }
         for l in deliver {
             self.deps.bus.deliver(l);
+        }
+        for (parent, child) in fetch {
+            let expected = self.expected_below(&child);
+            self.start_fetch(parent, &child.topic, expected, None);
         }
     }
 }

@@ -43,7 +43,7 @@ impl Sync {
             }
             tracing::info!(hole = %h.cid, topic = %h.topic, source = %h.source, "asking peers again for a missing reading");
             self.repairs.insert(h.cid);
-            self.start_fetch(h.cid, 0, &h.topic, 1, only);
+            self.start_fetch(h.cid, &h.topic, 1, only);
         }
         if !closed.is_empty() {
             let batch = Batch {

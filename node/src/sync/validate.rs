@@ -44,6 +44,7 @@ mod tests {
     fn reading(topic: &str, value: f64) -> Reading {
         let unit = known_topic(topic).map(|t| t.unit.to_string()).unwrap();
         Reading {
+            joins: Vec::new(),
             aqi: None,
             seq: 1,
             prev: None,

@@ -137,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
                     continue;
                 }
                 let r = Reading {
+                    joins: Vec::new(),
                     aqi: None,
                     seq: 1,
                     prev: None,

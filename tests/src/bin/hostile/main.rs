@@ -29,6 +29,7 @@ struct Hostile {
 fn reading(topic: &str, value: f64, unit: &str) -> Vec<u8> {
     // Built by hand so out-of-range values get past our own validation.
     let r = Reading {
+        joins: Vec::new(),
         aqi: None,
         seq: 1,
         prev: None,

@@ -85,6 +85,7 @@ fn readings(source: &str, n: u64) -> Vec<Vec<u8>> {
     (1..=n)
         .map(|seq| {
             let (cid, bytes) = Reading {
+                joins: Vec::new(),
                 aqi: None,
                 seq,
                 prev,
