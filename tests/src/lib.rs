@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+pub mod lazyfs;
 pub mod netns;
 
 /// Path of a binary built by `cargo build --workspace --bins` (target/debug/NAME).
