@@ -19,9 +19,10 @@
 //!   applied to the backing directory at once and count as durable, so `fsyncdir` has nothing
 //!   left to do (it fsyncs the backing directory anyway). A file created and never fsync'd
 //!   therefore survives a crash with its last synced content: empty, if it never was synced.
-//! - [`LazyMount::crash`] freezes the filesystem atomically with respect to every other op
-//!   (one lock): every cached page is dropped, and from then on every op fails with EIO, as
-//!   the disk of a machine that lost power would. The programs using it are then killed and
+//! - [`LazyMount::crash`] (or the fsync armed by [`LazyMount::crash_at_fsync`]) freezes the
+//!   filesystem atomically with respect to every other op (one lock): every cached page is
+//!   dropped, and from then on every op fails with EIO, as the disk of a machine that lost
+//!   power would. The programs using it are then killed and
 //!   the filesystem unmounted; mounting the backing directory again shows what was synced.
 //!
 //! Not modelled: times, ownership, links, xattrs, mmap writes (the kernel's FUSE does not
@@ -204,8 +205,10 @@ pub struct DirtyFile {
 }
 
 /// What a crash threw away.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CrashReport {
+    /// When the power went.
+    pub at: Instant,
     /// Every file with unsynced changes.
     pub dirty: Vec<DirtyFile>,
     /// The counters up to the crash.
@@ -232,9 +235,46 @@ struct State {
     handles: HashMap<u64, (u64, bool)>,
     next_fh: u64,
     stats: Stats,
+    /// The fsync (by count) that cuts the power instead, if armed.
+    crash_at_fsync: Option<u64>,
+    /// What the crash dropped, once it happened.
+    report: Option<CrashReport>,
 }
 
 impl State {
+    /// The power cut (see [`LazyMount::crash`]); a second call returns the first report.
+    fn crash(&mut self) -> CrashReport {
+        if let Some(r) = &self.report {
+            return r.clone();
+        }
+        self.crashed = true;
+        let mut report = CrashReport {
+            at: Instant::now(),
+            dirty: Vec::new(),
+            stats: self.stats,
+        };
+        for node in self.nodes.values_mut() {
+            if let Some(cache) = node.cache.take() {
+                let file = node.file.as_ref();
+                let synced_len = file.and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
+                let view = file
+                    .filter(|_| cache.size <= REPORT_CONTENT_MAX)
+                    .and_then(|f| cache.read(f, 0, cache.size).ok());
+                report.dirty.push(DirtyFile {
+                    path: node.path.clone(),
+                    synced_len,
+                    view_len: cache.size,
+                    view,
+                    dirty_pages: cache.pages.len(),
+                });
+            }
+            node.file = None;
+        }
+        report.dirty.sort_by(|a, b| a.path.cmp(&b.path));
+        self.report = Some(report.clone());
+        report
+    }
+
     fn ino_for(&mut self, path: &Path) -> u64 {
         if let Some(i) = self.by_path.get(path) {
             return *i;
@@ -362,6 +402,10 @@ impl LazyFs {
 
     fn sync(&self, st: &mut State, ino: u64, datasync: bool) -> Result<(), Errno> {
         st.stats.fsyncs += 1;
+        if st.crash_at_fsync == Some(st.stats.fsyncs) {
+            st.crash();
+            return Err(Errno::EIO);
+        }
         let node = st.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         if let Some(cache) = node.cache.take() {
             let file = State::file(&self.backing, node)?;
@@ -522,7 +566,13 @@ impl Filesystem for LazyFs {
                 .map(|(p, i)| (p.clone(), *i))
                 .collect();
             for (p, ino) in moved {
-                let np = to.join(p.strip_prefix(&from).expect("filtered by prefix"));
+                let rel = p.strip_prefix(&from).expect("filtered by prefix");
+                // (`join("")` would add a trailing slash to the moved entry itself.)
+                let np = if rel.as_os_str().is_empty() {
+                    to.clone()
+                } else {
+                    to.join(rel)
+                };
                 st.by_path.remove(&p);
                 st.by_path.insert(np.clone(), ino);
                 if let Some(n) = st.nodes.get_mut(&ino) {
@@ -817,6 +867,8 @@ impl LazyMount {
             handles: HashMap::new(),
             next_fh: 1,
             stats: Stats::default(),
+            crash_at_fsync: None,
+            report: None,
         }));
         let fs = LazyFs {
             backing: backing.clone(),
@@ -875,37 +927,22 @@ impl LazyMount {
     /// Power cut: drops every unsynced change and fails every later op with EIO. Kill the
     /// programs using the mount next, then [`unmount`](Self::unmount).
     pub fn crash(&self) -> CrashReport {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut report = CrashReport {
-            dirty: Vec::new(),
-            stats: st.stats,
-        };
-        if st.crashed {
-            return report;
-        }
-        st.crashed = true;
-        for node in st.nodes.values_mut() {
-            let Some(cache) = node.cache.take() else {
-                continue;
-            };
-            let file = node.file.as_ref();
-            let synced_len = file.and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
-            let view = file
-                .filter(|_| cache.size <= REPORT_CONTENT_MAX)
-                .and_then(|f| cache.read(f, 0, cache.size).ok());
-            report.dirty.push(DirtyFile {
-                path: node.path.clone(),
-                synced_len,
-                view_len: cache.size,
-                view,
-                dirty_pages: cache.pages.len(),
-            });
-        }
-        for node in st.nodes.values_mut() {
-            node.file = None;
-        }
-        report.dirty.sort_by(|a, b| a.path.cmp(&b.path));
-        report
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).crash()
+    }
+
+    /// Arms a crash at the `n`th fsync of a file (counted from the mount): instead of
+    /// syncing, that call cuts the power and fails with EIO. This catches a program between
+    /// its write and its fsync, the one moment a crash can take written data.
+    pub fn crash_at_fsync(&self, n: u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .crash_at_fsync = Some(n);
+    }
+
+    /// Whether the power was cut (by [`crash`](Self::crash) or an armed crash).
+    pub fn crashed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).crashed
     }
 
     /// Unmounts (a crash first, if none happened: unsynced data never reaches the disk).
