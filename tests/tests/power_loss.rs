@@ -307,7 +307,17 @@ fn buffer_lines(dir: &Path, view: &HashMap<PathBuf, Vec<u8>>) -> Vec<String> {
     lines
 }
 
-fn sensor(api: &str, buffer: &Path, log: &Arc<Mutex<Vec<String>>>) -> Child {
+/// A sensor process, killed when dropped (a failing test leaves none behind, holding the mount).
+struct Sensor(Child);
+
+impl Drop for Sensor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sensor(api: &str, buffer: &Path, log: &Arc<Mutex<Vec<String>>>) -> Sensor {
     let mut child = Command::new(bin("sensor"))
         .args(["--kind", "temperature", "--seed", "7", "--interval", "10ms"])
         .args(["--id", "power-sensor", "--api", api, "--buffer-dir"])
@@ -330,7 +340,7 @@ fn sensor(api: &str, buffer: &Path, log: &Arc<Mutex<Vec<String>>>) -> Child {
             }
         });
     }
-    child
+    Sensor(child)
 }
 
 fn kill(child: &mut Child, sig: nix::sys::signal::Signal) {
@@ -367,11 +377,11 @@ fn the_sensor_buffer_keeps_every_fsynced_reading_through_power_loss() {
     // Its fsync failed, so the sensor must stop on the error, not carry on as if buffered.
     let t0 = Instant::now();
     let status = loop {
-        if let Some(st) = s.try_wait().unwrap() {
+        if let Some(st) = s.0.try_wait().unwrap() {
             break Some(st);
         }
         if t0.elapsed() > Duration::from_secs(10) {
-            kill(&mut s, nix::sys::signal::Signal::SIGKILL);
+            kill(&mut s.0, nix::sys::signal::Signal::SIGKILL);
             break None;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -381,6 +391,14 @@ fn the_sensor_buffer_keeps_every_fsynced_reading_through_power_loss() {
         "the sensor should exit with an error when its buffer's fsync fails ({status:?}); log:\n{}",
         dump(&log)
     );
+    let said = log
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|l| l.contains("error"))
+        .cloned();
+    eprintln!("power loss, sensor at the cut: {status:?}, {said:?}");
     let (_, m) = remount(m, &disk, &mnt);
 
     // What the sensor had written (the crash-time view) against what is on disk now.
@@ -461,7 +479,7 @@ fn the_sensor_buffer_keeps_every_fsynced_reading_through_power_loss() {
         },
     )
     .unwrap_or_else(|e| panic!("{e}; sensor log:\n{}", dump(&log2)));
-    kill(&mut s, nix::sys::signal::Signal::SIGTERM);
+    kill(&mut s.0, nix::sys::signal::Signal::SIGTERM);
 
     let old: Vec<&Value> = got
         .iter()
