@@ -216,7 +216,8 @@ pub struct CrashReport {
 }
 
 impl CrashReport {
-    /// Unsynced bytes lost (pages written since the last fsync, and size changes).
+    /// Unsynced bytes lost, at page granularity (an upper bound): pages written since the
+    /// last fsync, or the size change if larger.
     pub fn lost_bytes(&self) -> u64 {
         self.dirty
             .iter()
