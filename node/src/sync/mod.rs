@@ -276,7 +276,7 @@ impl Sync {
                     Verdict::Reading(reading) => batch.push(Incoming {
                         item: Linked {
                             cid: cid_of(DAG_CBOR, &data),
-                            reading,
+                            reading: *reading,
                             backfilled: false,
                             from: m.from,
                             seqno: m.seqno,

@@ -8,7 +8,7 @@ use crate::reading::{canonical_topic, known_topic, looks_like_reading, Reading, 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
     /// A well-formed reading of the message's topic.
-    Reading(Reading),
+    Reading(Box<Reading>),
     /// An opaque payload on a topic that does not carry readings.
     Raw,
     /// Refused, with the `reason` label of `sensornet_readings_rejected_total`.
@@ -24,7 +24,7 @@ pub fn validate(topic: &str, data: &[u8], replayed: bool) -> Verdict {
     }
     if looks_like_reading(data) {
         return match Reading::decode(data) {
-            Ok(r) if r.topic == topic => Verdict::Reading(r),
+            Ok(r) if r.topic == topic => Verdict::Reading(Box::new(r)),
             Ok(_) => Verdict::Reject("wrong-topic"),
             Err(ReadingError::Decode(_)) => Verdict::Reject("not-cbor"),
             Err(_) => Verdict::Reject("bad-reading"),
@@ -62,9 +62,9 @@ mod tests {
         let (_, bytes) = r.encode();
         assert_eq!(
             validate("temperature", &bytes, false),
-            Verdict::Reading(r.clone())
+            Verdict::Reading(Box::new(r.clone()))
         );
-        assert_eq!(validate("temp", &bytes, false), Verdict::Reading(r));
+        assert_eq!(validate("temp", &bytes, false), Verdict::Reading(Box::new(r)));
     }
 
     #[test]
