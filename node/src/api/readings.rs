@@ -31,6 +31,9 @@ pub fn reading_json(cid: &cid::Cid, r: &Reading, backfilled: bool) -> Value {
     if let Some(aqi) = r.aqi {
         v["aqi"] = json!(aqi);
     }
+    if !r.joins.is_empty() {
+        v["joins"] = json!(r.joins.iter().map(|c| c.to_string()).collect::<Vec<_>>());
+    }
     v
 }
 

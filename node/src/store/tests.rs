@@ -132,7 +132,10 @@ async fn concurrent_readings_are_sibling_heads_until_a_reading_joins_them() {
     let heads = store.heads_of("humidity", "h1").unwrap();
     assert_eq!(heads.len(), 2);
     assert!(heads.iter().all(|h| h.seq == 2));
-    assert!(heads[0].order_key() > heads[1].order_key(), "greatest first");
+    assert!(
+        heads[0].order_key() > heads[1].order_key(),
+        "greatest first"
+    );
     assert_eq!(store.head("humidity", "h1").unwrap().unwrap(), heads[0]);
     // A reading that follows one and joins the other leaves one head.
     let mut join = reading(3, Some(heads[0].cid));
@@ -140,7 +143,10 @@ async fn concurrent_readings_are_sibling_heads_until_a_reading_joins_them() {
     let (join_cid, b) = linked_batch(&join);
     store.write(b).await.unwrap();
     let heads = store.heads_of("humidity", "h1").unwrap();
-    assert_eq!(heads.iter().map(|h| h.cid).collect::<Vec<_>>(), vec![join_cid]);
+    assert_eq!(
+        heads.iter().map(|h| h.cid).collect::<Vec<_>>(),
+        vec![join_cid]
+    );
     assert!(store.is_linked(&left_cid).unwrap() && store.is_linked(&right_cid).unwrap());
 }
 
@@ -172,7 +178,9 @@ fn a_store_with_the_old_single_head_table_is_migrated() {
         let txn = db.begin_write().unwrap();
         {
             let mut blocks = txn.open_table(BLOCKS).unwrap();
-            blocks.insert(cid.to_bytes().as_slice(), bytes.as_slice()).unwrap();
+            blocks
+                .insert(cid.to_bytes().as_slice(), bytes.as_slice())
+                .unwrap();
             let mut old = txn.open_table(OLD_HEADS).unwrap();
             old.insert(("humidity", "h1"), (7, cid.to_bytes().as_slice()))
                 .unwrap();

@@ -64,7 +64,10 @@ mod tests {
             validate("temperature", &bytes, false),
             Verdict::Reading(Box::new(r.clone()))
         );
-        assert_eq!(validate("temp", &bytes, false), Verdict::Reading(Box::new(r)));
+        assert_eq!(
+            validate("temp", &bytes, false),
+            Verdict::Reading(Box::new(r))
+        );
     }
 
     #[test]
