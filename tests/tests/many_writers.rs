@@ -11,8 +11,11 @@ use serde_json::Value;
 
 const SOURCE: &str = "shared-sensor";
 
-/// The source's readings on a node: (seq, cid, prev, joins).
-fn readings(node: &Daemon) -> Result<Vec<(u64, String, String, Vec<String>)>> {
+/// One reading as the test looks at it: (seq, cid, prev, joins).
+type Row = (u64, String, String, Vec<String>);
+
+/// The source's readings on a node.
+fn readings(node: &Daemon) -> Result<Vec<Row>> {
     Ok(node
         .history("temperature")?
         .iter()
