@@ -292,7 +292,7 @@ pub async fn start(repo: Repo, config: Config) -> anyhow::Result<Running> {
     }
     .write(&repo)
     .with_context(|| format!("cannot write {}", repo.daemon_file().display()))?;
-    std::fs::write(repo.api_file(), socket_to_multiaddr(&api_addr))
+    crate::repo::write_synced(&repo.api_file(), socket_to_multiaddr(&api_addr).as_bytes())
         .with_context(|| format!("cannot write {}", repo.api_file().display()))?;
     Ok(Running {
         node,

@@ -94,7 +94,9 @@ impl Repo {
         };
         fs::create_dir_all(&self.root).map_err(cerr)?;
         if !self.config_path().exists() {
-            fs::write(self.config_path(), FileConfig::default_toml()).map_err(cerr)?;
+            // Durable before init reports success: a power cut must not leave an empty file.
+            write_synced(&self.config_path(), FileConfig::default_toml().as_bytes())
+                .map_err(cerr)?;
         }
         Ok(identity::create(&self.identity_path())?)
     }
@@ -155,7 +157,7 @@ impl DaemonInfo {
     pub fn write(&self, repo: &Repo) -> std::io::Result<()> {
         let tmp = repo.root.join(".daemon.json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        fs::write(&tmp, text)?;
+        write_synced(&tmp, text.as_bytes())?;
         fs::rename(&tmp, repo.daemon_file())
     }
 
@@ -164,6 +166,14 @@ impl DaemonInfo {
         let text = fs::read_to_string(repo.daemon_file()).ok()?;
         serde_json::from_str(&text).ok()
     }
+}
+
+/// Writes a file and fsyncs it, so a rename or a success report after it is durable.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// `/ip4/127.0.0.1/tcp/5001` → `127.0.0.1:5001` (also `/ip6/…` and `/dns4/…`).
