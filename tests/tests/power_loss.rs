@@ -219,9 +219,12 @@ fn a_node_keeps_every_acknowledged_reading_through_power_loss() {
             node.peer_id, peer_id,
             "round {round}: the identity survives"
         );
-        // Not asserted (the node runs on defaults when it is empty), but worth seeing: was
-        // the config written by `init` synced?
+        // `init` fsyncs the config it writes: a cut right after init must not empty it.
         let config_len = fs::metadata(node.repo.join("config.toml")).map_or(0, |m| m.len());
+        assert!(
+            config_len > 0,
+            "round {round}: config.toml was emptied by the cut"
+        );
 
         let after_crash = acks.iter().filter(|a| a.at > report.at).count();
         acked.extend(acks.iter().map(|a| a.cid.clone()));
