@@ -239,6 +239,17 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     })
 }
 
+/// A row of the heads table as a [`Head`] (none if the key holds no valid CID).
+fn head_row((topic, source, cid): (&str, &str, &[u8]), (seq, time): (u64, u64)) -> Option<Head> {
+    Some(Head {
+        topic: topic.to_string(),
+        source: source.to_string(),
+        seq,
+        time,
+        cid: Cid::try_from(cid).ok()?,
+    })
+}
+
 /// Moves the single head per source of an older store into the heads table.
 fn migrate_old_heads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     use redb::TableHandle;
@@ -375,17 +386,7 @@ impl Store {
         let mut out = Vec::new();
         for entry in t.range(start..=end)? {
             let (k, v) = entry?;
-            let (_, _, cid) = k.value();
-            let (seq, time) = v.value();
-            if let Ok(cid) = Cid::try_from(cid) {
-                out.push(Head {
-                    topic: topic.to_string(),
-                    source: source.to_string(),
-                    seq,
-                    time,
-                    cid,
-                });
-            }
+            out.extend(head_row(k.value(), v.value()));
         }
         out.sort_by_key(|h| std::cmp::Reverse(h.order_key()));
         Ok(out)
@@ -404,20 +405,11 @@ impl Store {
         let mut out = Vec::new();
         for entry in t.iter()? {
             let (k, v) = entry?;
-            let (topic, source, cid) = k.value();
-            if !topics.is_empty() && !topics.iter().any(|x| x == topic) {
+            let key = k.value();
+            if !topics.is_empty() && !topics.iter().any(|x| x == key.0) {
                 continue;
             }
-            let (seq, time) = v.value();
-            if let Ok(cid) = Cid::try_from(cid) {
-                out.push(Head {
-                    topic: topic.to_string(),
-                    source: source.to_string(),
-                    seq,
-                    time,
-                    cid,
-                });
-            }
+            out.extend(head_row(key, v.value()));
         }
         Ok(out)
     }
