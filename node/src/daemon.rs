@@ -376,7 +376,8 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
     };
     match &outcome {
         Ok(()) => println!("Received signal, shutting down..."),
-        Err(died) => eprintln!("Error: {died}"),
+        // `main` prints the error and exits non-zero once the node has stopped.
+        Err(died) => tracing::error!(%died, "stopping the node"),
     }
     running.shutdown().await;
     println!("Daemon stopped");
