@@ -261,34 +261,50 @@ fn parents(r: &Value) -> Vec<String> {
 struct Snapshot {
     /// CID → reading.
     readings: HashMap<String, Value>,
-    /// The heads, each entry as canonical JSON, sorted.
+    /// The readings that must be the same on every node: all but the sensors' newest.
+    settled: HashSet<String>,
+    /// The heads of the publishers' sources, each entry as canonical JSON, sorted.
     heads: Vec<String>,
     /// Head entries.
     head_entries: Vec<Value>,
 }
 
-fn snapshot(d: &Daemon) -> anyhow::Result<Snapshot> {
+fn snapshot(d: &Daemon, cutoff_ms: u64) -> anyhow::Result<Snapshot> {
+    // Heads first: every head is then in the history read next. Errors are errors here, never
+    // an empty list of heads.
+    let h = d.post_json(&format!("reading/heads?topic={TOPIC}"))?;
+    let head_entries = h["Heads"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("heads on {}: no Heads array: {h}", d.name))?
+        .clone();
+    // The in-pod sensors go on publishing after the faults stop: their heads move, so heads
+    // are compared for the publishers' sources, and the sensors' readings up to the end of the
+    // faults (`cutoff_ms`) must be the same everywhere.
+    let mut heads: Vec<String> = head_entries
+        .iter()
+        .filter(|h| kind_of(h["source"].as_str().unwrap_or("")) != Kind::Sensor)
+        .map(Value::to_string)
+        .collect();
+    heads.sort();
     let (st, body) = d.post(&format!("reading/history?topic={TOPIC}"))?;
     anyhow::ensure!(st == 200, "history on {}: HTTP {st}: {body}", d.name);
     let mut readings = HashMap::new();
+    let mut settled = HashSet::new();
     for l in body.lines().filter(|l| !l.is_empty()) {
         let v: Value = serde_json::from_str(l)?;
         let cid = v["cid"]
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("history line without a cid: {l}"))?
             .to_string();
+        let sensor = kind_of(v["source"].as_str().unwrap_or("")) == Kind::Sensor;
+        if !sensor || v["time"].as_u64().unwrap_or(0) <= cutoff_ms {
+            settled.insert(cid.clone());
+        }
         readings.insert(cid, v);
     }
-    // Errors are errors here, never an empty list of heads.
-    let h = d.post_json(&format!("reading/heads?topic={TOPIC}"))?;
-    let head_entries = h["Heads"]
-        .as_array()
-        .ok_or_else(|| anyhow::anyhow!("heads on {}: no Heads array: {h}", d.name))?
-        .clone();
-    let mut heads: Vec<String> = head_entries.iter().map(Value::to_string).collect();
-    heads.sort();
     Ok(Snapshot {
         readings,
+        settled,
         heads,
         head_entries,
     })
@@ -305,7 +321,7 @@ fn convergence_failures(snaps: &[anyhow::Result<Snapshot>], acked: &[Acked]) -> 
             Err(e) => fails.push(format!("node {i}: query failed: {e:#}")),
         }
     }
-    let union: BTreeSet<&String> = ok.iter().flat_map(|(_, s)| s.readings.keys()).collect();
+    let union: BTreeSet<&String> = ok.iter().flat_map(|(_, s)| s.settled.iter()).collect();
     let lost: Vec<&Acked> = acked.iter().filter(|a| !union.contains(&a.cid)).collect();
     if !lost.is_empty() {
         let mut by: BTreeMap<Kind, usize> = BTreeMap::new();
@@ -334,11 +350,13 @@ fn convergence_failures(snaps: &[anyhow::Result<Snapshot>], acked: &[Acked]) -> 
                 &missing[..missing.len().min(3)]
             ));
         }
-        let absent = union.len() - s.readings.len().min(union.len());
+        let absent = union
+            .iter()
+            .filter(|c| !s.readings.contains_key(**c))
+            .count();
         if absent > 0 {
             fails.push(format!(
-                "node {i} holds {} readings, {absent} fewer than all nodes together ({})",
-                s.readings.len(),
+                "node {i} lacks {absent} of the {} readings the nodes hold together",
                 union.len()
             ));
         }
@@ -417,9 +435,18 @@ fn structure(s: &Snapshot) -> Structure {
                 }
             }
         }
+        // Readings newer than the heads (a sensor's, stored after the heads were read) are
+        // not judged.
+        let top = s
+            .head_entries
+            .iter()
+            .filter(|h| h["source"].as_str() == Some(src.as_str()))
+            .filter_map(|h| h["seq"].as_u64())
+            .max()
+            .unwrap_or(0);
         let mut lone: Vec<(u64, String)> = rs
             .iter()
-            .filter(|(cid, _)| !seen.contains(*cid))
+            .filter(|(cid, r)| !seen.contains(*cid) && r["seq"].as_u64().unwrap_or(0) <= top)
             .map(|(cid, r)| (r["seq"].as_u64().unwrap_or(0), (*cid).clone()))
             .collect();
         if !lone.is_empty() {
@@ -670,6 +697,10 @@ fn run(mode: Mode) {
     let fault_phase = t0.elapsed();
     let acked = acked.into_inner().unwrap();
 
+    let cutoff_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
     let t1 = Instant::now();
     for n in &nodes {
         if let Err(e) = n.wait_ready(CONVERGE) {
@@ -677,7 +708,8 @@ fn run(mode: Mode) {
         }
     }
     let (last, converged) = loop {
-        let snaps: Vec<anyhow::Result<Snapshot>> = nodes.iter().map(snapshot).collect();
+        let snaps: Vec<anyhow::Result<Snapshot>> =
+            nodes.iter().map(|n| snapshot(n, cutoff_ms)).collect();
         let fails = convergence_failures(&snaps, &acked);
         let elapsed = t1.elapsed();
         if fails.is_empty() {
