@@ -117,6 +117,19 @@ impl Net {
             if up { "up" } else { "down" },
         ])
     }
+
+    /// Cuts (false) or restores (true) the link of host `i` alone, cutting it off from all.
+    pub fn connect_host(&self, i: usize, up: bool) -> Result<()> {
+        let port = format!("h{i}");
+        ip(&[
+            "-n",
+            &self.hub,
+            "link",
+            "set",
+            &port,
+            if up { "up" } else { "down" },
+        ])
+    }
 }
 
 impl Drop for Net {
