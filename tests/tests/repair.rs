@@ -106,7 +106,8 @@ fn a_hole_is_filled_when_a_holder_connects_and_by_the_sweep_after_quiet() -> Res
     }
     for node in [&victim, &peer] {
         eventually(
-            Duration::from_secs(20),
+            // Failed requests (not "I lack it") are retried for about a minute before a gap.
+            Duration::from_secs(90),
             &format!("a hole on {}", node.name),
             || match head_and_holes(node)? {
                 Some((5, 1)) => Ok(Some(())),
