@@ -13,6 +13,11 @@ pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/ud
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:5001";
 /// Default metrics and health address: reachable by Prometheus and the kubelet.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9401";
+/// Default connection budget (in and out): a few meshes' worth, far below file-descriptor
+/// limits, and the point past which a bigger cluster costs each pod nothing more.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 96;
+/// Default number of addresses of a bootstrap name (a headless Service) kept connected.
+pub const DEFAULT_BOOTSTRAP_DIALS: usize = 3;
 /// Topics every node subscribes to and keeps, whoever listens.
 pub const DEFAULT_TOPICS: [&str; 3] = ["temperature", "humidity", "air-quality"];
 
@@ -89,6 +94,10 @@ pub struct FileConfig {
     pub metrics_addr: Option<String>,
     /// Discover peers on the LAN with mDNS.
     pub mdns: Option<bool>,
+    /// Most connections kept, in and out together.
+    pub max_connections: Option<u32>,
+    /// Addresses of each bootstrap name (a Service) kept connected.
+    pub bootstrap_dials: Option<usize>,
     /// Topics to subscribe to and keep.
     pub topics: Option<Vec<String>>,
     /// Retention for every topic.
@@ -111,6 +120,8 @@ impl FileConfig {
 # api_addr = "{api}"          # a non-loopback address requires api_token
 # metrics_addr = "{metrics}"
 # mdns = false
+# max_connections = {max_connections}     # in and out together
+# bootstrap_dials = {bootstrap_dials}       # addresses of each bootstrap name kept connected
 # topics = {topics:?}
 # log_format = "plain"        # or "json"
 #
@@ -130,6 +141,8 @@ impl FileConfig {
             listen = DEFAULT_LISTEN,
             api = DEFAULT_API_ADDR,
             metrics = DEFAULT_METRICS_ADDR,
+            max_connections = DEFAULT_MAX_CONNECTIONS,
+            bootstrap_dials = DEFAULT_BOOTSTRAP_DIALS,
             topics = DEFAULT_TOPICS,
         )
     }
@@ -150,6 +163,10 @@ pub struct Config {
     pub metrics_addr: SocketAddr,
     /// mDNS discovery.
     pub mdns: bool,
+    /// Connection budget.
+    pub limits: crate::p2p::behaviour::Limits,
+    /// Addresses of each bootstrap name kept connected.
+    pub bootstrap_dials: usize,
     /// Topics kept.
     pub topics: Vec<String>,
     /// Retention, per topic.
@@ -244,6 +261,14 @@ pub struct DaemonArgs {
     /// Discover peers on the local network with mDNS.
     #[arg(long, env = "SENSORNET_MDNS")]
     pub mdns: bool,
+    /// Most connections kept, in and out together; a quarter is kept for this node's own
+    /// dials, and topic discovery stops dialing at half [default: 96].
+    #[arg(long, env = "SENSORNET_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u32>,
+    /// Addresses of each bootstrap name (e.g. a headless Service) to keep connected, chosen
+    /// at random; literal addresses are all dialed [default: 3].
+    #[arg(long, env = "SENSORNET_BOOTSTRAP_DIALS", value_name = "N")]
+    pub bootstrap_dials: Option<usize>,
     /// Log format: plain or json.
     #[arg(long, env = "SENSORNET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -328,6 +353,28 @@ pub fn resolve(
         default: retention,
         topics: file.retention_topics.unwrap_or_default(),
     };
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections < 4 {
+        return Err(ConfigError::Invalid {
+            what: "--max-connections",
+            value: max_connections.to_string(),
+            why: "a node needs at least 4 connections to join a mesh".into(),
+        });
+    }
+    let bootstrap_dials = args
+        .bootstrap_dials
+        .or(file.bootstrap_dials)
+        .unwrap_or(DEFAULT_BOOTSTRAP_DIALS);
+    if bootstrap_dials == 0 {
+        return Err(ConfigError::Invalid {
+            what: "--bootstrap-dials",
+            value: "0".into(),
+            why: "at least one address of each bootstrap name must be dialed".into(),
+        });
+    }
     let swarm_key = args.swarm_key.clone().or_else(|| {
         let p = repo.swarm_key_path();
         p.exists().then_some(p)
@@ -345,6 +392,8 @@ pub fn resolve(
         api_token,
         metrics_addr,
         mdns: args.mdns || file.mdns.unwrap_or(false),
+        limits: crate::p2p::behaviour::Limits { max_connections },
+        bootstrap_dials,
         topics: file
             .topics
             .unwrap_or_else(|| DEFAULT_TOPICS.iter().map(|s| s.to_string()).collect()),

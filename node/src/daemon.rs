@@ -64,6 +64,7 @@ impl Node {
             &key,
             &config.topics,
             config.mdns,
+            config.limits,
             registry.sub_registry_with_prefix("libp2p"),
         )?;
         let psk = match &config.swarm_key {
@@ -90,7 +91,7 @@ impl Node {
                 .with_context(|| format!("cannot listen on {addr}; is the port in use?"))?;
         }
         let tasks = Tasks::default();
-        let spawned = p2p::swarm::spawn(swarm, libp2p_metrics);
+        let spawned = p2p::swarm::spawn(swarm, libp2p_metrics, config.limits.discovery_budget());
         let net = spawned.handle.clone();
         tasks.core("swarm", spawned.task);
 
@@ -111,8 +112,13 @@ impl Node {
         }
         let (boot_tx, boot_rx) = watch::channel(false);
         tasks.background(
-            "discovery",
-            p2p::discovery::run(net.clone(), config.bootstrap.clone(), boot_tx),
+            "bootstrap",
+            p2p::bootstrap::run(
+                net.clone(),
+                config.bootstrap.clone(),
+                config.bootstrap_dials,
+                boot_tx,
+            ),
         );
         let deps = SyncDeps {
             store: store.clone(),

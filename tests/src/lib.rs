@@ -344,6 +344,55 @@ impl Daemon {
         Ok(v["Cid"].as_str().context("Cid")?.to_string())
     }
 
+    /// `pubsub/pub` of raw bytes on a topic, as a Kubo client sends them (multibase topic,
+    /// multipart body).
+    pub fn pubsub_pub(&self, topic: &str, data: &[u8]) -> Result<()> {
+        let form = reqwest::blocking::multipart::Form::new().part(
+            "file",
+            reqwest::blocking::multipart::Part::bytes(data.to_vec()).file_name("data"),
+        );
+        let r = http()
+            .post(format!(
+                "http://{}/api/v0/pubsub/pub?arg={}",
+                self.api,
+                multibase_topic(topic)
+            ))
+            .multipart(form)
+            .send()?;
+        if !r.status().is_success() {
+            bail!("pubsub/pub on {}: {}", self.name, r.text()?);
+        }
+        Ok(())
+    }
+
+    /// A streaming `pubsub/sub` of a topic: its messages (JSON objects), read on a thread so
+    /// that waits on the receiver can time out.
+    pub fn pubsub_sub(&self, topic: &str) -> Result<Receiver<Value>> {
+        let resp = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()?
+            .post(format!(
+                "http://{}/api/v0/pubsub/sub?arg={}",
+                self.api,
+                multibase_topic(topic)
+            ))
+            .send()?;
+        if resp.status() != 200 {
+            bail!("pubsub/sub on {}: HTTP {}", self.name, resp.status());
+        }
+        let (tx, rx) = mpsc::channel::<Value>();
+        std::thread::spawn(move || {
+            for l in BufReader::new(resp).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&l) {
+                    if tx.send(v).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+
     /// Stored readings of a topic (JSON lines), oldest first.
     pub fn history(&self, topic: &str) -> Result<Vec<Value>> {
         let (st, body) = self.post(&format!("reading/history?topic={topic}"))?;
@@ -408,6 +457,17 @@ impl Drop for Daemon {
             eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
         }
     }
+}
+
+/// A pubsub topic as Kubo's RPC takes it since 0.11: multibase base64url.
+pub fn multibase_topic(topic: &str) -> String {
+    multibase::encode(multibase::Base::Base64Url, topic)
+}
+
+/// The payload of a `pubsub/sub` message.
+pub fn pubsub_data(msg: &Value) -> Result<Vec<u8>> {
+    let text = msg["data"].as_str().context("a pubsub message has data")?;
+    Ok(multibase::decode(text)?.1)
 }
 
 /// A TCP port free on loopback right now (for programs that cannot report the one they bound).

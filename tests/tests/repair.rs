@@ -11,18 +11,18 @@ use serde_json::Value;
 
 const SOURCE: &str = "hole-src";
 
-/// Five readings of one source, chained, oldest first: (CID, bytes).
+/// Eight readings of one source, chained, oldest first: (CID, bytes).
 fn chain() -> Vec<(String, Vec<u8>)> {
     let now = sensornet::clock::now_ms();
     let mut out: Vec<(String, Vec<u8>)> = Vec::new();
     let mut prev = None;
-    for seq in 1..=5u64 {
+    for seq in 1..=8u64 {
         let r = Reading {
             joins: Vec::new(),
             aqi: None,
             seq,
             prev,
-            time: now - 5_000 + seq * 1_000,
+            time: now - 8_000 + seq * 1_000,
             unit: "°C".into(),
             topic: "temperature".into(),
             value: 20.0 + seq as f64,
@@ -35,19 +35,34 @@ fn chain() -> Vec<(String, Vec<u8>)> {
     out
 }
 
-/// `pubsub/pub` of raw DAG-CBOR bytes on `temperature`, as a Kubo client sends them.
-fn pub_block(node: &Daemon, bytes: &[u8]) -> Result<()> {
-    let topic = multibase::encode(multibase::Base::Base64Url, "temperature");
+/// `block/put` of a reading's bytes: stored (and served to peers) but neither linked nor
+/// gossiped, so no node hears of it but through catch-up.
+fn put_block_only(node: &Daemon, bytes: &[u8]) -> Result<()> {
     let form = reqwest::blocking::multipart::Form::new().part(
         "file",
-        reqwest::blocking::multipart::Part::bytes(bytes.to_vec()).file_name("reading"),
+        reqwest::blocking::multipart::Part::bytes(bytes.to_vec()).file_name("block"),
     );
     let r = http()
-        .post(format!("http://{}/api/v0/pubsub/pub?arg={topic}", node.api))
+        .post(format!(
+            "http://{}/api/v0/block/put?cid-codec=dag-cbor",
+            node.api
+        ))
         .multipart(form)
         .send()?;
-    anyhow::ensure!(r.status().is_success(), "pubsub/pub: {}", r.text()?);
+    anyhow::ensure!(r.status().is_success(), "block/put: {}", r.text()?);
     Ok(())
+}
+
+/// Waits until a node's heads of the test source are `want`, as (seq, holes).
+fn wait_heads(node: &Daemon, want: &[(u64, u64)], within: Duration, what: &str) -> Result<()> {
+    eventually(within, &format!("{what} on {}", node.name), || {
+        let got = source_heads(node)?;
+        if got == want {
+            Ok(Some(()))
+        } else {
+            anyhow::bail!("heads and holes {got:?}, want {want:?}")
+        }
+    })
 }
 
 /// The heads of the test source on a node, as (seq, holes), highest first; errors are
@@ -106,25 +121,18 @@ fn a_hole_is_filled_when_a_holder_connects_and_by_the_sweep_after_quiet() -> Res
     eventually(Duration::from_secs(15), "victim and peer connected", || {
         Ok((victim.peer_count()? >= 1).then_some(()))
     })?;
+    // Failed requests (not "I lack it") are retried for about a minute before a gap.
+    let gap_wait = Duration::from_secs(90);
 
     // Reading 3 never reaches either node: its successors are linked past it.
     for i in [0, 1, 3, 4] {
-        pub_block(&victim, &chain[i].1)?;
+        victim.pubsub_pub("temperature", &chain[i].1)?;
     }
     for node in [&victim, &peer] {
-        eventually(
-            // Failed requests (not "I lack it") are retried for about a minute before a gap.
-            Duration::from_secs(90),
-            &format!("a hole on {}", node.name),
-            || match source_heads(node)?.as_slice() {
-                [(5, 1), ..] => Ok(Some(())),
-                other => anyhow::bail!("heads and holes {other:?}"),
-            },
-        )?;
-        assert_eq!(history_seqs(node)?, vec![1, 2, 4, 5], "{}", node.name);
         // Nothing known links to reading 2 while 3 is missing: it stays a head beside 5
         // until the hole is filled (docs/history-model.md).
-        assert_eq!(source_heads(node)?, vec![(5, 1), (2, 1)], "{}", node.name);
+        wait_heads(node, &[(5, 1), (2, 1)], gap_wait, "a hole at 3")?;
+        assert_eq!(history_seqs(node)?, vec![1, 2, 4, 5], "{}", node.name);
     }
     assert_eq!(holes_metric(&victim)?, 1.0);
     let cli = victim.cli(&["heads", "temperature"])?;
@@ -134,39 +142,48 @@ fn a_hole_is_filled_when_a_holder_connects_and_by_the_sweep_after_quiet() -> Res
         "node heads lists the hole: {heads}"
     );
 
-    // A node that holds the whole chain connects to the victim only.
+    // Case 1: a node that holds readings 1-5 connects to the victim.
     let holder = Daemon::start(dir.path(), "holder", Opts::default())?;
     holder.wait_ready(Duration::from_secs(30))?;
-    for (_, bytes) in &chain {
-        pub_block(&holder, bytes)?;
+    for (_, bytes) in &chain[..5] {
+        holder.pubsub_pub("temperature", bytes)?;
     }
     assert_eq!(history_seqs(&holder)?, vec![1, 2, 3, 4, 5]);
     let (st, body) = holder.post(&format!("swarm/connect?arg={}", victim.swarm))?;
     assert_eq!(st, 200, "{body}");
-
-    eventually(
-        Duration::from_secs(15),
-        "the victim fills its hole",
-        || match source_heads(&victim)?.as_slice() {
-            [(5, 0)] => Ok(Some(())),
-            other => anyhow::bail!("heads and holes {other:?}"),
-        },
-    )?;
+    wait_heads(&victim, &[(5, 0)], Duration::from_secs(15), "hole 3 filled")?;
     assert_eq!(history_seqs(&victim)?, vec![1, 2, 3, 4, 5]);
     assert!(sensornet_tests::block_matches(&victim, &chain[2].0)?);
     eventually(Duration::from_secs(10), "the hole gauge drops", || {
         Ok((holes_metric(&victim)? == 0.0).then_some(()))
     })?;
+    // The peer fills it too: from the victim by its sweep, or from the holder once topic
+    // discovery connects them.
+    wait_heads(&peer, &[(5, 0)], Duration::from_secs(45), "hole 3 filled")?;
+    drop(holder);
 
-    // The peer never meets the holder: its periodic sweep asks the victim, which has it now.
-    eventually(
-        Duration::from_secs(45),
-        "the peer's sweep fills its hole",
-        || match source_heads(&peer)?.as_slice() {
-            [(5, 0)] => Ok(Some(())),
-            other => anyhow::bail!("heads and holes {other:?}"),
-        },
-    )?;
-    assert_eq!(history_seqs(&peer)?, vec![1, 2, 3, 4, 5]);
+    // Case 2, no new connection: a hole at 6, then the victim gets reading 6 as a bare
+    // block (no gossip, no link). Only the peer's periodic sweep, asking the victim it is
+    // already connected to, can fill the peer's hole; the victim's sweep then fills its own
+    // from the peer.
+    for i in [6, 7] {
+        victim.pubsub_pub("temperature", &chain[i].1)?;
+    }
+    for node in [&victim, &peer] {
+        wait_heads(node, &[(8, 1), (5, 1)], gap_wait, "a hole at 6")?;
+    }
+    put_block_only(&victim, &chain[5].1)?;
+    let sweep_wait = Duration::from_secs(45);
+    wait_heads(&peer, &[(8, 0)], sweep_wait, "hole 6 filled by the sweep")?;
+    wait_heads(&victim, &[(8, 0)], sweep_wait, "hole 6 filled by the sweep")?;
+    for node in [&victim, &peer] {
+        assert_eq!(
+            history_seqs(node)?,
+            (1..=8).collect::<Vec<u64>>(),
+            "{}",
+            node.name
+        );
+    }
+    assert_eq!(holes_metric(&peer)?, 0.0);
     Ok(())
 }

@@ -135,7 +135,7 @@ pub async fn swarm_connect(
         .parse()
         .map_err(|e| ApiError::bad(format!("invalid multiaddr {raw:?}: {e}")))?;
     match s.net.dial(addr).await {
-        Ok(()) => Ok(Json(json!({"Strings": [format!("connect {raw} success")]}))),
+        Ok(_) => Ok(Json(json!({"Strings": [format!("connect {raw} success")]}))),
         Err(crate::p2p::NetError::Dial(e)) => {
             Err(ApiError::internal(format!("connect {raw} failure: {e}")))
         }

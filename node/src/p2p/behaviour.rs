@@ -1,4 +1,5 @@
-//! The composed libp2p behaviour: gossipsub, identify, ping, sync and optional mDNS.
+//! The composed libp2p behaviour: connection limits, gossipsub, identify, ping, Kademlia
+//! (topic discovery), sync and optional mDNS.
 
 use std::time::Duration;
 
@@ -7,9 +8,10 @@ use libp2p::gossipsub::{
     PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
 };
 use libp2p::identity::Keypair;
+use libp2p::kad::{self, store::MemoryStore};
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{identify, mdns, ping, request_response, StreamProtocol};
+use libp2p::{connection_limits, identify, mdns, ping, request_response, StreamProtocol};
 use prometheus_client::registry::Registry;
 
 use super::protocol::{SyncRequest, SyncResponse, PROTOCOL};
@@ -30,15 +32,39 @@ pub const MAX_TOPICS_PER_PEER: usize = 128;
 pub type Gossipsub =
     gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
 
+/// How many connections a node keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Established connections, in and out together.
+    pub max_connections: u32,
+}
+
+impl Limits {
+    /// Connections other peers may open to us: three quarters of the budget, so a node
+    /// that is dialed by everyone can still dial out (bootstrap, discovery).
+    pub fn max_incoming(&self) -> u32 {
+        (self.max_connections - self.max_connections / 4).max(1)
+    }
+
+    /// Connected peers up to which discovery dials more.
+    pub fn discovery_budget(&self) -> usize {
+        (self.max_connections / 2).max(1) as usize
+    }
+}
+
 /// Every protocol the node speaks.
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Refuses connections beyond the configured budget (first, so nothing else sees them).
+    pub limits: connection_limits::Behaviour,
     /// Publish/subscribe.
     pub gossipsub: Gossipsub,
     /// Exchanges addresses and protocols.
     pub identify: identify::Behaviour,
     /// Keeps connections alive and measures latency.
     pub ping: ping::Behaviour,
+    /// Kubo's DHT, used to find the other subscribers of a topic.
+    pub kad: kad::Behaviour<MemoryStore>,
     /// Heads and block-chain fetches.
     pub sync: request_response::cbor::Behaviour<SyncRequest, SyncResponse>,
     /// LAN discovery, only when asked for.
@@ -91,6 +117,7 @@ impl Behaviour {
         key: &Keypair,
         topics: &[String],
         use_mdns: bool,
+        limits: Limits,
         registry: &mut Registry,
     ) -> anyhow::Result<Behaviour> {
         let config = gossipsub::ConfigBuilder::default()
@@ -101,6 +128,8 @@ impl Behaviour {
             // Room for a 1 MiB message plus the envelope (signature, key, topic).
             .max_transmit_size(MAX_BLOCK_SIZE + 4096)
             .duplicate_cache_time(Duration::from_secs(120))
+            // Peer exchange on prune: a pruned peer learns others of the topic to dial.
+            .do_px()
             .build()
             .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
         let filter = MaxCountSubscriptionFilter {
@@ -143,7 +172,15 @@ impl Behaviour {
         } else {
             None
         };
+        let connection_limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(limits.max_connections))
+            .with_max_established_incoming(Some(limits.max_incoming()))
+            .with_max_pending_incoming(Some(limits.max_incoming().min(64)))
+            // TCP and QUIC to the same peer at once, no more.
+            .with_max_established_per_peer(Some(2));
         Ok(Behaviour {
+            limits: connection_limits::Behaviour::new(connection_limits),
+            kad: super::discovery::kademlia(key.public().to_peer_id()),
             gossipsub,
             identify,
             ping: ping::Behaviour::new(ping::Config::new()),

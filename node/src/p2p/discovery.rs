@@ -1,130 +1,247 @@
-//! Bootstrap: dials every bootstrap address, re-resolves `/dns4/` names (a headless Service
-//! name lists every pod) and redials lost peers with exponential backoff.
+//! Topic discovery: finds the other subscribers of this node's topics without being told
+//! their addresses. Every node is a Kademlia server on Kubo's `/ipfs/kad/1.0.0` and provides
+//! the key go-libp2p-pubsub's discovery advertises for a topic (`floodsub:TOPIC`, hashed as a
+//! raw CIDv1 would be), so Kubo nodes take part; a node short of peers on a topic asks for
+//! its providers and dials them, up to its connection budget. Gossipsub's peer exchange on
+//! prune (enabled in the behaviour) spreads further peers from there.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use libp2p::multiaddr::Protocol;
-use libp2p::Multiaddr;
-use tokio::sync::watch;
+use libp2p::kad::{self, store::MemoryStore, GetProvidersOk, QueryId, QueryResult, RecordKey};
+use libp2p::multihash::Multihash;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use sha2::{Digest, Sha256};
 
-use super::{DialFailure, Handle, NetError};
+/// Kubo's DHT protocol.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
+/// How often topics short of peers look for providers again.
+pub const DISCOVER_EVERY: Duration = Duration::from_secs(20);
+/// Subscribers of a topic a node wants connected: gossipsub's mesh degree (D = 6).
+pub const TOPIC_PEERS_WANTED: usize = 6;
+/// Routing-table walks are not repeated more often than this.
+const BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+/// Peers whose addresses are remembered for dialing (oldest forgotten first).
+const ADDRESS_BOOK: usize = 1024;
 
-/// How often DNS names are resolved again.
-const RESOLVE_EVERY: Duration = Duration::from_secs(15);
-const MIN_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-struct Target {
-    next_try: Instant,
-    backoff: Duration,
-    tried: bool,
+/// The DHT key under which a topic's subscribers announce themselves: the SHA2-256 multihash
+/// of `floodsub:TOPIC`, as go-libp2p-pubsub's discovery and Kubo's `pubsub --discover` use.
+pub fn topic_key(topic: &str) -> RecordKey {
+    let digest = Sha256::digest(format!("floodsub:{topic}").as_bytes());
+    let mh = Multihash::<64>::wrap(0x12, &digest).expect("a 32-byte digest fits");
+    RecordKey::new(&mh.to_bytes())
 }
 
-/// Resolves a `/dns4|dns6|dns/NAME/tcp/PORT` address to IP addresses; others pass through.
-async fn resolve(addr: &Multiaddr) -> Vec<Multiaddr> {
-    let mut parts = addr.iter();
-    let (name, want_v6) = match parts.next() {
-        Some(Protocol::Dns4(n)) => (n.to_string(), Some(false)),
-        Some(Protocol::Dns6(n)) => (n.to_string(), Some(true)),
-        Some(Protocol::Dns(n)) => (n.to_string(), None),
-        _ => return vec![addr.clone()],
-    };
-    let rest: Vec<Protocol> = parts.collect();
-    let port = rest
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Tcp(p) | Protocol::Udp(p) => Some(*p),
-            _ => None,
-        })
-        .unwrap_or(0);
-    let Ok(found) = tokio::net::lookup_host((name.as_str(), port)).await else {
-        tracing::debug!(%name, "bootstrap name does not resolve (yet)");
-        return vec![];
-    };
-    let mut out = Vec::new();
-    for sa in found {
-        if want_v6.is_some_and(|v6| v6 != sa.is_ipv6()) {
-            continue;
-        }
-        let mut ma = Multiaddr::empty();
-        ma.push(match sa.ip() {
-            std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
-            std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
-        });
-        for p in &rest {
-            ma.push(p.clone());
-        }
-        out.push(ma);
-    }
-    out
+/// The Kademlia behaviour, configured for a cluster: server mode from the start (pods have
+/// no confirmed public address, yet must answer their peers' queries).
+pub fn kademlia(local: PeerId) -> kad::Behaviour<MemoryStore> {
+    let mut config = kad::Config::new(KAD_PROTOCOL);
+    config.set_query_timeout(Duration::from_secs(30));
+    let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), config);
+    kad.set_mode(Some(kad::Mode::Server));
+    kad
 }
 
-/// Runs until the handle stops; `first_round` turns true once every address was tried once.
-pub async fn run(handle: Handle, bootstrap: Vec<Multiaddr>, first_round: watch::Sender<bool>) {
-    if bootstrap.is_empty() {
-        let _ = first_round.send(true);
-        return;
-    }
-    let mut targets: HashMap<Multiaddr, Target> = HashMap::new();
-    let mut resolved_at: Option<Instant> = None;
-    loop {
-        if resolved_at.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY) {
-            let mut now_known = HashSet::new();
-            for b in &bootstrap {
-                now_known.extend(resolve(b).await);
-            }
-            // Pods that left the Service stop being dialed.
-            targets.retain(|a, _| now_known.contains(a));
-            for a in now_known {
-                targets.entry(a).or_insert(Target {
-                    next_try: Instant::now(),
-                    backoff: MIN_BACKOFF,
-                    tried: false,
-                });
-            }
-            resolved_at = Some(Instant::now());
+/// Discovery state kept by the swarm task.
+pub struct Discovery {
+    /// Connections this node dials up to for discovery (the rest of the budget is for
+    /// peers that dial in and for bootstrap).
+    dial_budget: usize,
+    /// Provider lookups in flight, by topic.
+    lookups: HashMap<QueryId, String>,
+    /// Known addresses of peers (from identify and the DHT).
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    order: VecDeque<PeerId>,
+    last_bootstrap: Option<Instant>,
+}
+
+impl Discovery {
+    /// Discovery that dials up to `dial_budget` connected peers.
+    pub fn new(dial_budget: usize) -> Self {
+        Discovery {
+            dial_budget,
+            lookups: HashMap::new(),
+            addrs: HashMap::new(),
+            order: VecDeque::new(),
+            last_bootstrap: None,
         }
-        let peers = handle.peers();
-        let connected: HashSet<Multiaddr> = peers.iter().map(|p| p.addr.clone()).collect();
-        let Ok(own) = handle.listening().await else {
+    }
+
+    /// This node subscribed to `topic`: announce it and look for the others.
+    pub fn subscribed(&mut self, kad: &mut kad::Behaviour<MemoryStore>, topic: &str) {
+        if let Err(e) = kad.start_providing(topic_key(topic)) {
+            tracing::warn!(%topic, error = %e, "cannot announce the topic in the DHT");
+        }
+        self.look_for(kad, topic);
+    }
+
+    /// This node left `topic`.
+    pub fn unsubscribed(&mut self, kad: &mut kad::Behaviour<MemoryStore>, topic: &str) {
+        kad.stop_providing(&topic_key(topic));
+    }
+
+    /// Starts a provider lookup for `topic` unless one is running.
+    pub fn look_for(&mut self, kad: &mut kad::Behaviour<MemoryStore>, topic: &str) {
+        if self.lookups.values().any(|t| t == topic) {
             return;
-        };
-        let now = Instant::now();
-        let due: Vec<Multiaddr> = targets
-            .iter()
-            .filter(|(a, t)| t.next_try <= now && !connected.contains(*a) && !own.contains(a))
-            .map(|(a, _)| a.clone())
-            .collect();
-        for addr in due {
-            let result = handle.dial(addr.clone()).await;
-            let Some(t) = targets.get_mut(&addr) else {
-                continue;
-            };
-            t.tried = true;
-            match result {
-                Ok(()) => {
-                    t.backoff = MIN_BACKOFF;
-                    t.next_try = Instant::now() + MIN_BACKOFF;
-                }
-                Err(NetError::Dial(DialFailure::LocalPeer)) => {
-                    // Our own pod behind the Service name.
-                    t.next_try = Instant::now() + Duration::from_secs(3600);
-                }
-                Err(NetError::Stopped) => return,
-                Err(e) => {
-                    tracing::debug!(%addr, error = %e, backoff = ?t.backoff, "bootstrap dial failed");
-                    t.next_try = Instant::now() + t.backoff;
-                    t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
-                }
+        }
+        let id = kad.get_providers(topic_key(topic));
+        self.lookups.insert(id, topic.to_string());
+    }
+
+    /// A peer told us its addresses and protocols (identify): DHT servers go into the
+    /// routing table, and the first ones trigger a walk that finds the rest of the cluster.
+    pub fn identified(
+        &mut self,
+        kad: &mut kad::Behaviour<MemoryStore>,
+        peer: PeerId,
+        protocols: &[StreamProtocol],
+        listen: &[Multiaddr],
+    ) {
+        if !protocols.contains(&KAD_PROTOCOL) {
+            return;
+        }
+        for a in listen {
+            kad.add_address(&peer, a.clone());
+            self.remember(peer, a.clone());
+        }
+        if self
+            .last_bootstrap
+            .is_none_or(|t| t.elapsed() >= BOOTSTRAP_EVERY)
+            && kad.bootstrap().is_ok()
+        {
+            self.last_bootstrap = Some(Instant::now());
+        }
+    }
+
+    /// An address of a peer learnt elsewhere (DHT answers).
+    pub fn remember(&mut self, peer: PeerId, addr: Multiaddr) {
+        let known = self.addrs.entry(peer).or_insert_with(|| {
+            self.order.push_back(peer);
+            Vec::new()
+        });
+        if !known.contains(&addr) && known.len() < 8 {
+            known.push(addr);
+        }
+        while self.order.len() > ADDRESS_BOOK {
+            if let Some(old) = self.order.pop_front() {
+                self.addrs.remove(&old);
             }
         }
-        let all_tried = targets
-            .iter()
-            .all(|(a, t)| t.tried || own.contains(a) || connected.contains(a));
-        if all_tried && !*first_round.borrow() {
-            let _ = first_round.send(true);
+    }
+
+    /// Handles a DHT event; returns the dials to make for providers found. `connected` is the
+    /// set of connected peers.
+    pub fn kad_event(
+        &mut self,
+        ev: kad::Event,
+        local: PeerId,
+        connected: &HashSet<PeerId>,
+    ) -> Vec<DialOpts> {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = ev
+        else {
+            if let kad::Event::RoutingUpdated {
+                peer, addresses, ..
+            } = ev
+            {
+                for a in addresses.iter() {
+                    self.remember(peer, a.clone());
+                }
+            }
+            return Vec::new();
+        };
+        let QueryResult::GetProviders(result) = result else {
+            return Vec::new();
+        };
+        let topic = if step.last {
+            self.lookups.remove(&id)
+        } else {
+            self.lookups.get(&id).cloned()
+        };
+        let Some(topic) = topic else {
+            return Vec::new();
+        };
+        let providers = match result {
+            Ok(GetProvidersOk::FoundProviders { providers, .. }) => providers,
+            Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => return Vec::new(),
+            Err(e) => {
+                tracing::debug!(%topic, error = %e, "provider lookup ended");
+                return Vec::new();
+            }
+        };
+        let room = self.dial_budget.saturating_sub(connected.len());
+        let dials: Vec<DialOpts> = providers
+            .into_iter()
+            .filter(|p| *p != local && !connected.contains(p))
+            .take(room)
+            .map(|p| {
+                tracing::debug!(%topic, peer = %p, "dialing a subscriber found in the DHT");
+                DialOpts::peer_id(p)
+                    .condition(PeerCondition::DisconnectedAndNotDialing)
+                    .addresses(self.addrs.get(&p).cloned().unwrap_or_default())
+                    .extend_addresses_through_behaviour()
+                    .build()
+            })
+            .collect();
+        dials
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_key_is_the_multihash_go_libp2p_pubsub_provides() {
+        // go-libp2p's RoutingDiscovery provides cid.NewCidV1(cid.Raw, sha256("floodsub:" + ns));
+        // the DHT keys provider records by that CID's multihash.
+        let key = topic_key("temperature");
+        let bytes = key.as_ref();
+        assert_eq!(&bytes[..2], &[0x12, 0x20]);
+        assert_eq!(
+            &bytes[2..],
+            Sha256::digest(b"floodsub:temperature").as_slice()
+        );
+        assert_ne!(topic_key("humidity"), key);
+    }
+
+    #[test]
+    fn providers_are_dialed_within_the_budget_and_never_twice() {
+        let local = PeerId::random();
+        let mut d = Discovery::new(3);
+        let mut kad = kademlia(local);
+        d.look_for(&mut kad, "t");
+        d.look_for(&mut kad, "t");
+        assert_eq!(d.lookups.len(), 1, "one lookup per topic at a time");
+        let id = *d.lookups.keys().next().unwrap();
+        let known = PeerId::random();
+        let connected: HashSet<PeerId> = [known].into_iter().collect();
+        let providers: HashSet<PeerId> = (0..5)
+            .map(|_| PeerId::random())
+            .chain([local, known])
+            .collect();
+        let ev = kad::Event::OutboundQueryProgressed {
+            id,
+            result: QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
+                key: topic_key("t"),
+                providers,
+            })),
+            stats: kad::QueryStats::empty(),
+            step: kad::ProgressStep {
+                count: std::num::NonZeroUsize::MIN,
+                last: true,
+            },
+        };
+        let dials = d.kad_event(ev, local, &connected);
+        // Budget 3, one connected: two dials, neither to ourselves nor to the connected peer.
+        assert_eq!(dials.len(), 2);
+        for dial in &dials {
+            let p = dial.get_peer_id().unwrap();
+            assert!(p != local && p != known);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(d.lookups.is_empty(), "the last step ends the lookup");
     }
 }

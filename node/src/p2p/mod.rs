@@ -1,6 +1,7 @@
 //! Networking: the libp2p behaviour, the transports, the swarm task, the catch-up wire
 //! protocol and peer discovery. Nothing here knows how readings are validated or stored.
 pub mod behaviour;
+pub mod bootstrap;
 pub mod discovery;
 pub mod error;
 pub mod protocol;

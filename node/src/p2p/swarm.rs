@@ -1,18 +1,19 @@
 //! The swarm task: owns the libp2p `Swarm`, takes commands from a cloneable [`Handle`] over a
 //! bounded channel and hands network events to the node over another.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
 use libp2p::metrics::{Metrics as Libp2pMetrics, Recorder};
 use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::{dial_opts::DialOpts, SwarmEvent};
+use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
+use super::discovery::{Discovery, DISCOVER_EVERY, TOPIC_PEERS_WANTED};
 use super::error::{DialFailure, NetError};
 use super::protocol::{SyncRequest, SyncResponse};
 
@@ -20,6 +21,10 @@ use super::protocol::{SyncRequest, SyncResponse};
 const CHANNEL: usize = 8192;
 /// Inbound sync requests queued for the server.
 const INBOUND_REQUESTS: usize = 512;
+/// Pings in a row without an answer after which a connection is closed. libp2p's ping no
+/// longer closes it itself, and a peer that vanished without a FIN (power loss, a cut
+/// link) otherwise holds a connection, and its mesh slot, until TCP gives up (~15 min).
+const PING_FAILURES: u32 = 3;
 
 /// A gossip message handed to the node for validation.
 #[derive(Debug)]
@@ -78,7 +83,7 @@ enum Command {
     Subscribe(String),
     Unsubscribe(String),
     Report(MessageId, PeerId, MessageAcceptance),
-    Dial(Multiaddr, Reply<Result<(), NetError>>),
+    Dial(Multiaddr, Reply<Result<PeerId, NetError>>),
     TopicPeers(Option<String>, Reply<Vec<PeerId>>),
     Topics(Reply<Vec<String>>),
     Listening(Reply<Vec<Multiaddr>>),
@@ -133,8 +138,8 @@ impl Handle {
     pub async fn report(&self, id: MessageId, via: PeerId, verdict: MessageAcceptance) {
         self.tell(Command::Report(id, via, verdict)).await
     }
-    /// Dials an address and waits for the connection.
-    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NetError> {
+    /// Dials an address and waits for the connection; returns the peer reached.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetError> {
         self.ask(|r| Command::Dial(addr, r)).await?
     }
     /// Connected peers (updated before the node hears of a connection or a loss).
@@ -200,7 +205,8 @@ pub struct Spawned {
 }
 
 /// Prepares the task on a built swarm; the caller spawns (and tracks) `Spawned::task`.
-pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics) -> Spawned {
+/// Topic discovery dials until `discovery_budget` peers are connected.
+pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics, discovery_budget: usize) -> Spawned {
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (ev_tx, ev_rx) = mpsc::channel(CHANNEL);
     let (req_tx, req_rx) = mpsc::channel(INBOUND_REQUESTS);
@@ -215,6 +221,8 @@ pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics) -> Spawned {
         dials: HashMap::new(),
         requests: HashMap::new(),
         listen_addrs: Vec::new(),
+        discovery: Discovery::new(discovery_budget),
+        ping_failures: HashMap::new(),
     };
     Spawned {
         handle: Handle { tx, peers, local },
@@ -230,15 +238,21 @@ struct Task {
     events: mpsc::Sender<NetEvent>,
     inbound: mpsc::Sender<InboundRequest>,
     peers: PeerTable,
-    dials: HashMap<libp2p::swarm::ConnectionId, Reply<Result<(), NetError>>>,
+    dials: HashMap<ConnectionId, Reply<Result<PeerId, NetError>>>,
     requests: HashMap<OutboundRequestId, Reply<Result<SyncResponse, NetError>>>,
     listen_addrs: Vec<Multiaddr>,
+    discovery: Discovery,
+    /// Unanswered pings in a row, per connection.
+    ping_failures: HashMap<ConnectionId, u32>,
 }
 
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut discover = tokio::time::interval(DISCOVER_EVERY);
+        discover.tick().await;
         loop {
             tokio::select! {
+                _ = discover.tick() => self.discover(),
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown(reply)) => {
                         self.leave();
@@ -249,6 +263,22 @@ impl Task {
                     None => return,
                 },
                 event = self.swarm.select_next_some() => self.event(event),
+            }
+        }
+    }
+
+    /// Looks for more subscribers of every topic that has fewer than gossipsub wants.
+    fn discover(&mut self) {
+        let b = self.swarm.behaviour_mut();
+        let topics: Vec<TopicHash> = b.gossipsub.topics().cloned().collect();
+        for t in topics {
+            let peers = b
+                .gossipsub
+                .all_peers()
+                .filter(|(_, ts)| ts.contains(&&t))
+                .count();
+            if peers < TOPIC_PEERS_WANTED {
+                self.discovery.look_for(&mut b.kad, t.as_str());
             }
         }
     }
@@ -284,13 +314,15 @@ impl Task {
                 };
                 let _ = reply.send(r);
             }
-            Command::Subscribe(topic) => {
-                if let Err(e) = b.gossipsub.subscribe(&IdentTopic::new(&topic)) {
-                    tracing::warn!(%topic, error = %e, "subscribe failed");
-                }
-            }
+            Command::Subscribe(topic) => match b.gossipsub.subscribe(&IdentTopic::new(&topic)) {
+                Ok(true) => self.discovery.subscribed(&mut b.kad, &topic),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(%topic, error = %e, "subscribe failed"),
+            },
             Command::Unsubscribe(topic) => {
-                b.gossipsub.unsubscribe(&IdentTopic::new(topic));
+                if b.gossipsub.unsubscribe(&IdentTopic::new(&topic)) {
+                    self.discovery.unsubscribed(&mut b.kad, &topic);
+                }
             }
             Command::Report(id, via, verdict) => {
                 b.gossipsub
@@ -382,17 +414,24 @@ impl Task {
                     self.emit(NetEvent::Connected(peer_id));
                 }
                 if let Some(reply) = reply {
-                    let _ = reply.send(Ok(()));
+                    let _ = reply.send(Ok(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                tracing::info!(peer = %peer_id, "peer left");
-                self.peer_table().remove(&peer_id);
-                self.emit(NetEvent::Disconnected(peer_id));
+                self.ping_failures.remove(&connection_id);
+                if num_established == 0 {
+                    tracing::info!(peer = %peer_id, "peer left");
+                    self.peer_table().remove(&peer_id);
+                    self.emit(NetEvent::Disconnected(peer_id));
+                }
+            }
+            SwarmEvent::NewExternalAddrOfPeer { peer_id, address } => {
+                self.discovery.remember(peer_id, address);
             }
             SwarmEvent::OutgoingConnectionError {
                 connection_id,
@@ -448,9 +487,24 @@ impl Task {
                 self.metrics.record(&ev);
                 if let libp2p::identify::Event::Received { peer_id, info, .. } = ev {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                    let kad = &mut self.swarm.behaviour_mut().kad;
+                    self.discovery
+                        .identified(kad, peer_id, &info.protocols, &info.listen_addrs);
                 }
             }
-            BehaviourEvent::Ping(ev) => self.metrics.record(&ev),
+            BehaviourEvent::Kad(ev) => {
+                self.metrics.record(&ev);
+                let connected: HashSet<PeerId> = self.peer_table().keys().copied().collect();
+                let local = *self.swarm.local_peer_id();
+                for dial in self.discovery.kad_event(ev, local, &connected) {
+                    let _ = self.swarm.dial(dial);
+                }
+            }
+            BehaviourEvent::Ping(ev) => {
+                self.metrics.record(&ev);
+                self.ping(ev);
+            }
+            BehaviourEvent::Limits(never) => match never {},
             BehaviourEvent::Sync(ev) => self.sync_event(ev),
             BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found)) => {
                 for (peer, addr) in found {
@@ -460,6 +514,24 @@ impl Task {
                 }
             }
             BehaviourEvent::Mdns(_) => {}
+        }
+    }
+
+    /// Closes a connection whose peer stopped answering pings.
+    fn ping(&mut self, ev: libp2p::ping::Event) {
+        match ev.result {
+            Ok(_) => {
+                self.ping_failures.remove(&ev.connection);
+            }
+            Err(e) => {
+                let n = self.ping_failures.entry(ev.connection).or_default();
+                *n += 1;
+                if *n >= PING_FAILURES {
+                    tracing::warn!(peer = %ev.peer, error = %e, failures = *n, "peer stopped answering pings; closing the connection");
+                    self.ping_failures.remove(&ev.connection);
+                    self.swarm.close_connection(ev.connection);
+                }
+            }
         }
     }
 
