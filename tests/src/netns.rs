@@ -61,7 +61,10 @@ pub struct Net {
 impl Net {
     /// Hosts `0..left` go on side A, the rest on side B.
     pub fn new(n: usize, left: usize) -> Result<Net> {
-        let tag = std::process::id() % 100_000;
+        // Unique per network, also between tests of one process running at once.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n_made = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = (std::process::id() * 7 + n_made) % 100_000;
         let hub = format!("snhub{tag}");
         let mut net = Net {
             hosts: Vec::new(),

@@ -10,13 +10,12 @@
 //! of [`QUICK_FAULTS`]. On failure the seed, the fault schedule and every failed check are
 //! printed (and the daemons' logs by the harness).
 //!
-//! Why connections really drop: the node closes no connection on a ping failure (ping: every
-//! 15 s, 20 s timeout) and gossipsub keeps mesh connections alive, so the 120 s idle connection
-//! timeout never fires for them; what ends a connection to a peer behind a cut is TCP giving up
-//! its retransmissions (`tcp_retries2`, 15 by default: about 15 minutes). The hosts' namespaces
-//! get `tcp_retries2 = 4` (about 6 s once a segment goes unanswered; the sensors gossip every
-//! 200 ms), and a partition lasts [`CUT`], longer than both that and the 20 s ping timeout; each
-//! partition checks that the peers across it were really dropped.
+//! Why connections really drop: the node closes a connection after three missed pings (about
+//! 50 s; `tests/tests/partition.rs` shows it), and TCP gives up its retransmissions after
+//! `tcp_retries2` (15 by default: about 15 minutes). To keep partitions short, the hosts'
+//! namespaces get `tcp_retries2 = 4` (about 6 s once a segment goes unanswered; the sensors
+//! gossip every 200 ms), and a partition lasts [`CUT`], longer than that; each partition checks
+//! that the peers across it were really dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;

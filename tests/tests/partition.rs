@@ -1,5 +1,7 @@
 //! A five-node cluster in network namespaces is cut in two, both halves publish, the cut heals:
-//! every node converges on the same heads and the same set of readings.
+//! every node converges on the same heads and the same set of readings. And a peer behind a
+//! cut link is dropped once it misses its pings, not when TCP gives up a quarter of an hour
+//! later.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -97,4 +99,63 @@ fn partitioned_halves_converge_after_healing() {
         "partition healed: all 5 nodes converged on 42 readings in {:?}",
         t0.elapsed()
     );
+}
+
+#[test]
+fn a_peer_behind_a_cut_link_is_dropped_after_missed_pings_and_redialed_after() {
+    let net = Net::new(2, 1).expect("creating network namespaces (needs root)");
+    let dir = tempfile::tempdir().unwrap();
+    let addr = |i: usize| format!("/ip4/{}/tcp/4001", net.addrs[i]);
+    let nodes: Vec<Daemon> = (0..2)
+        .map(|i| {
+            Daemon::start(
+                dir.path(),
+                &format!("q{i}"),
+                Opts {
+                    listen: Some(addr(i)),
+                    bootstrap: vec![addr(1 - i)],
+                    netns: Some(net.hosts[i].clone()),
+                    ..Opts::default()
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    for n in &nodes {
+        eventually(Duration::from_secs(30), "connected", || {
+            Ok((n.peer_count()? == 1).then_some(()))
+        })
+        .unwrap();
+    }
+    // No FIN, no RST: the link just goes quiet, as with a power loss or a cut cable.
+    net.connect_halves(false).unwrap();
+    let cut = Instant::now();
+    for n in &nodes {
+        eventually(
+            Duration::from_secs(90),
+            "the peer behind the cut dropped",
+            || Ok((n.peer_count()? == 0).then_some(())),
+        )
+        .unwrap();
+        assert!(
+            n.log_text().contains("stopped answering pings"),
+            "{} closed it for missed pings",
+            n.name
+        );
+    }
+    let dropped_after = cut.elapsed();
+    assert!(
+        dropped_after >= Duration::from_secs(20),
+        "dropped after {dropped_after:?}: too soon for three missed pings"
+    );
+    eprintln!("peers dropped {dropped_after:?} after the cut");
+    net.connect_halves(true).unwrap();
+    for n in &nodes {
+        eventually(
+            Duration::from_secs(45),
+            "redialed after the cut heals",
+            || Ok((n.peer_count()? == 1).then_some(())),
+        )
+        .unwrap();
+    }
 }

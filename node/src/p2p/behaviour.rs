@@ -183,7 +183,13 @@ impl Behaviour {
             kad: super::discovery::kademlia(key.public().to_peer_id()),
             gossipsub,
             identify,
-            ping: ping::Behaviour::new(ping::Config::new()),
+            // A ping every 10 s, 10 s to answer: three missed in a row close the connection
+            // (the swarm task) about 50 s after a peer vanished.
+            ping: ping::Behaviour::new(
+                ping::Config::new()
+                    .with_interval(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(10)),
+            ),
             sync,
             mdns: mdns.into(),
         })
