@@ -1,7 +1,7 @@
 //! A hostile rust-libp2p peer for the tests: dials a node and misbehaves in one of four ways.
 //!   hostile-peer MULTIADDR payloads:KIND   signed gossip of one bad kind: not-cbor, bad-reading,
 //!                                     wrong-topic, oversized, truncated, topic-flood
-//!   hostile-peer MULTIADDR unsigned   messages without signatures
+//!   hostile-peer MULTIADDR unsigned   valid readings (source `unsigned`) without signatures
 //!   hostile-peer MULTIADDR badblocks  answers the node's sync requests with blocks that do not
 //!                                     hash to their CID
 //!   hostile-peer MULTIADDR replay     signed gossip with fresh, then long-used seqnos (replay.rs)
@@ -40,6 +40,23 @@ fn reading(topic: &str, value: f64, unit: &str) -> Vec<u8> {
         source: "evil".into(),
     };
     r.encode().1
+}
+
+/// A reading our validator would accept (current time, in range), from `source`.
+fn valid_reading(source: &str, round: u64) -> Vec<u8> {
+    Reading {
+        joins: Vec::new(),
+        aqi: None,
+        seq: round,
+        prev: None,
+        time: sensornet::clock::now_ms(),
+        unit: "°C".into(),
+        topic: "temperature".into(),
+        value: 20.0 + (round % 10) as f64 / 10.0,
+        source: source.into(),
+    }
+    .encode()
+    .1
 }
 
 #[tokio::main]
@@ -123,9 +140,10 @@ async fn main() -> anyhow::Result<()> {
                     continue; // let the mesh form first
                 }
                 let g = &mut swarm.behaviour_mut().gossipsub;
-                let kind = mode.strip_prefix("payloads:").unwrap_or(if unsigned { "not-cbor" } else { "" });
+                let kind = mode.strip_prefix("payloads:").unwrap_or(if unsigned { "valid" } else { "" });
                 let (topic, data) = match kind {
                     "not-cbor" => ("temperature", format!("garbage {round}").into_bytes()),
+                    "valid" => ("temperature", valid_reading("unsigned", round)),
                     "bad-reading" => ("temperature", reading("temperature", 900.0 + round as f64, "°C")),
                     "wrong-topic" => ("humidity", reading("temperature", round as f64 / 10.0, "°C")),
                     "oversized" => ("temperature", vec![round as u8; 2 << 20]),
@@ -135,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
                         for i in 0..300 {
                             let _ = g.subscribe(&IdentTopic::new(format!("flood-{round}-{i}")));
                         }
-                        println!("topic-flood: sent");
+                        println!("topic-flood: sent flood-{round}-0..299");
                         continue;
                     }
                     other => panic!("unknown mode {other}"),
