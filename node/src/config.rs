@@ -94,7 +94,7 @@ pub struct FileConfig {
     pub metrics_addr: Option<String>,
     /// Discover peers on the LAN with mDNS.
     pub mdns: Option<bool>,
-    /// Most connections kept, in and out together.
+    /// Peers kept (accepted up to twice as many, then trimmed).
     pub max_connections: Option<u32>,
     /// Addresses of each bootstrap name (a Service) kept connected.
     pub bootstrap_dials: Option<usize>,
@@ -120,7 +120,7 @@ impl FileConfig {
 # api_addr = "{api}"          # a non-loopback address requires api_token
 # metrics_addr = "{metrics}"
 # mdns = false
-# max_connections = {max_connections}     # in and out together
+# max_connections = {max_connections}     # peers kept; up to twice as many are accepted, then trimmed
 # bootstrap_dials = {bootstrap_dials}       # addresses of each bootstrap name kept connected
 # topics = {topics:?}
 # log_format = "plain"        # or "json"
@@ -261,8 +261,8 @@ pub struct DaemonArgs {
     /// Discover peers on the local network with mDNS.
     #[arg(long, env = "SENSORNET_MDNS")]
     pub mdns: bool,
-    /// Most connections kept, in and out together; a quarter is kept for this node's own
-    /// dials, and topic discovery stops dialing at half [default: 96].
+    /// Peers kept: up to twice as many are accepted, then the least useful are closed down
+    /// to three quarters of it; topic discovery stops dialing at half [default: 96].
     #[arg(long, env = "SENSORNET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u32>,
     /// Addresses of each bootstrap name (e.g. a headless Service) to keep connected, chosen

@@ -91,7 +91,7 @@ impl Node {
                 .with_context(|| format!("cannot listen on {addr}; is the port in use?"))?;
         }
         let tasks = Tasks::default();
-        let spawned = p2p::swarm::spawn(swarm, libp2p_metrics, config.limits.discovery_budget());
+        let spawned = p2p::swarm::spawn(swarm, libp2p_metrics, config.limits);
         let net = spawned.handle.clone();
         tasks.core("swarm", spawned.task);
 

@@ -32,18 +32,30 @@ pub const MAX_TOPICS_PER_PEER: usize = 128;
 pub type Gossipsub =
     gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
 
-/// How many connections a node keeps.
+/// How many connections a node keeps, in the manner of Kubo's connection manager: up to
+/// `max_connections` peers are kept; beyond it the trimmer ([`super::trim`]) closes the
+/// least useful down to the low-water mark; a hard cap of twice the budget refuses the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Established connections, in and out together.
+    /// Peers kept (high-water mark).
     pub max_connections: u32,
 }
 
 impl Limits {
-    /// Connections other peers may open to us: three quarters of the budget, so a node
-    /// that is dialed by everyone can still dial out (bootstrap, discovery).
+    /// Established connections refused beyond this, in and out together.
+    pub fn hard_cap(&self) -> u32 {
+        self.max_connections * 2
+    }
+
+    /// Connections other peers may open to us: all of the hard cap but a quarter of the
+    /// budget, so a node that everyone dials can still dial out (bootstrap, discovery).
     pub fn max_incoming(&self) -> u32 {
-        (self.max_connections - self.max_connections / 4).max(1)
+        self.hard_cap() - self.max_connections / 4
+    }
+
+    /// Peers the trimmer leaves once it runs.
+    pub fn low_water(&self) -> usize {
+        (self.max_connections - self.max_connections / 4) as usize
     }
 
     /// Connected peers up to which discovery dials more.
@@ -173,7 +185,7 @@ impl Behaviour {
             None
         };
         let connection_limits = connection_limits::ConnectionLimits::default()
-            .with_max_established(Some(limits.max_connections))
+            .with_max_established(Some(limits.hard_cap()))
             .with_max_established_incoming(Some(limits.max_incoming()))
             .with_max_pending_incoming(Some(limits.max_incoming().min(64)))
             // TCP and QUIC to the same peer at once, no more.

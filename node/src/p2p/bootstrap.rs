@@ -1,7 +1,7 @@
 //! Bootstrap: dials the configured peers, re-resolves `/dns4/` names and redials lost peers
-//! with exponential backoff. A literal address is always kept connected; a name (a headless
-//! Service lists every pod) is kept connected to a few of its addresses only, chosen at
-//! random, so connections grow with the cluster, not with its square. Topic discovery
+//! with exponential backoff while the node has few peers. Every literal address is dialed; of
+//! a name (a headless Service lists every pod) only a few addresses, chosen at random, so
+//! connections grow with the cluster, not with its square. Topic discovery
 //! ([`super::discovery`]) finds the other subscribers from there.
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +18,10 @@ use super::{DialFailure, Handle, NetError};
 const RESOLVE_EVERY: Duration = Duration::from_secs(15);
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Once the first round is done, lost bootstrap peers are redialed only while the node has
+/// fewer peers than this (Kubo's threshold): a node the DHT connected to others does not
+/// keep coming back to a bootstrap node that trimmed it.
+const ENOUGH_PEERS: usize = 4;
 /// How often the dialer looks at its targets again.
 const LOOP_EVERY: Duration = Duration::from_millis(250);
 
@@ -156,8 +160,10 @@ pub async fn run(
             resolved_at = Some(Instant::now());
         }
         let now = Instant::now();
+        let topping_up = !*first_round.borrow() || handle.peer_ids().len() < ENOUGH_PEERS;
         let due: Vec<Multiaddr> = entries
             .iter()
+            .filter(|_| topping_up)
             .flat_map(|e| {
                 pick(
                     &e.addrs,

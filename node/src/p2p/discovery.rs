@@ -16,8 +16,11 @@ use sha2::{Digest, Sha256};
 
 /// Kubo's DHT protocol.
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/ipfs/kad/1.0.0");
-/// How often topics short of peers look for providers again.
+/// How often topics short of peers look for providers again, at first.
 pub const DISCOVER_EVERY: Duration = Duration::from_secs(20);
+/// Lookups that find nobody new back off up to this (each queries, and so connects to, the
+/// peers closest to the key).
+const DISCOVER_AT_MOST_EVERY: Duration = Duration::from_secs(300);
 /// Subscribers of a topic a node wants connected: gossipsub's mesh degree (D = 6).
 pub const TOPIC_PEERS_WANTED: usize = 6;
 /// Routing-table walks are not repeated more often than this.
@@ -49,7 +52,9 @@ pub struct Discovery {
     /// peers that dial in and for bootstrap).
     dial_budget: usize,
     /// Provider lookups in flight, by topic.
-    lookups: HashMap<QueryId, String>,
+    lookups: HashMap<QueryId, (String, bool)>,
+    /// Per topic: when the next periodic lookup is due, and the interval after it.
+    schedule: HashMap<String, (Instant, Duration)>,
     /// Known addresses of peers (from identify and the DHT).
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     order: VecDeque<PeerId>,
@@ -62,6 +67,7 @@ impl Discovery {
         Discovery {
             dial_budget,
             lookups: HashMap::new(),
+            schedule: HashMap::new(),
             addrs: HashMap::new(),
             order: VecDeque::new(),
             last_bootstrap: None,
@@ -83,11 +89,11 @@ impl Discovery {
 
     /// Starts a provider lookup for `topic` unless one is running.
     pub fn look_for(&mut self, kad: &mut kad::Behaviour<MemoryStore>, topic: &str) {
-        if self.lookups.values().any(|t| t == topic) {
+        if self.lookups.values().any(|(t, _)| t == topic) {
             return;
         }
         let id = kad.get_providers(topic_key(topic));
-        self.lookups.insert(id, topic.to_string());
+        self.lookups.insert(id, (topic.to_string(), false));
     }
 
     /// A peer told us its addresses and protocols (identify): DHT servers go into the
@@ -131,6 +137,27 @@ impl Discovery {
         }
     }
 
+    /// Whether the periodic lookup of `topic` is due (lookups that found nobody new back off).
+    pub fn due(&self, topic: &str, now: Instant) -> bool {
+        self.schedule.get(topic).is_none_or(|(at, _)| *at <= now)
+    }
+
+    /// Sets the next lookup of `topic`: soon if the last one found someone new, later if not.
+    fn reschedule(&mut self, topic: &str, found_new: bool) {
+        let (_, interval) = self
+            .schedule
+            .get(topic)
+            .copied()
+            .unwrap_or((Instant::now(), DISCOVER_EVERY));
+        let next = if found_new {
+            DISCOVER_EVERY
+        } else {
+            (interval * 2).min(DISCOVER_AT_MOST_EVERY)
+        };
+        self.schedule
+            .insert(topic.to_string(), (Instant::now() + interval, next));
+    }
+
     /// Handles a DHT event; returns the dials to make for providers found. `connected` is the
     /// set of connected peers.
     pub fn kad_event(
@@ -156,26 +183,31 @@ impl Discovery {
         let QueryResult::GetProviders(result) = result else {
             return Vec::new();
         };
-        let topic = if step.last {
-            self.lookups.remove(&id)
-        } else {
-            self.lookups.get(&id).cloned()
-        };
-        let Some(topic) = topic else {
+        let Some((topic, found_before)) = self.lookups.get(&id).cloned() else {
             return Vec::new();
         };
         let providers = match result {
             Ok(GetProvidersOk::FoundProviders { providers, .. }) => providers,
-            Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => return Vec::new(),
+            Ok(GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) => HashSet::new(),
             Err(e) => {
                 tracing::debug!(%topic, error = %e, "provider lookup ended");
-                return Vec::new();
+                HashSet::new()
             }
         };
-        let room = self.dial_budget.saturating_sub(connected.len());
-        let dials: Vec<DialOpts> = providers
+        let new: Vec<PeerId> = providers
             .into_iter()
             .filter(|p| *p != local && !connected.contains(p))
+            .collect();
+        let found = found_before || !new.is_empty();
+        if step.last {
+            self.lookups.remove(&id);
+            self.reschedule(&topic, found);
+        } else if let Some(l) = self.lookups.get_mut(&id) {
+            l.1 = found;
+        }
+        let room = self.dial_budget.saturating_sub(connected.len());
+        let dials: Vec<DialOpts> = new
+            .into_iter()
             .take(room)
             .map(|p| {
                 tracing::debug!(%topic, peer = %p, "dialing a subscriber found in the DHT");

@@ -7,6 +7,7 @@ pub mod error;
 pub mod protocol;
 pub mod swarm;
 pub mod transport;
+pub mod trim;
 
 pub use error::{DialFailure, NetError};
 pub use swarm::{Handle, Inbound, InboundRequest, NetEvent, PeerInfo};

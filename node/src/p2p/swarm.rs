@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::StreamExt;
 use libp2p::gossipsub::{self, IdentTopic, MessageAcceptance, MessageId, TopicHash};
@@ -12,10 +13,11 @@ use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
-use super::behaviour::{Behaviour, BehaviourEvent};
+use super::behaviour::{Behaviour, BehaviourEvent, Limits};
 use super::discovery::{Discovery, DISCOVER_EVERY, TOPIC_PEERS_WANTED};
 use super::error::{DialFailure, NetError};
 use super::protocol::{SyncRequest, SyncResponse};
+use super::trim;
 
 /// Depth of the command and event channels.
 const CHANNEL: usize = 8192;
@@ -74,6 +76,8 @@ pub struct PeerInfo {
     pub addr: Multiaddr,
     /// Whether we dialed.
     pub outbound: bool,
+    /// When the first connection was established.
+    pub since: Instant,
 }
 
 type Reply<T> = oneshot::Sender<T>;
@@ -205,8 +209,8 @@ pub struct Spawned {
 }
 
 /// Prepares the task on a built swarm; the caller spawns (and tracks) `Spawned::task`.
-/// Topic discovery dials until `discovery_budget` peers are connected.
-pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics, discovery_budget: usize) -> Spawned {
+/// Topic discovery and the trimmer keep the peer count within `limits`.
+pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics, limits: Limits) -> Spawned {
     let (tx, rx) = mpsc::channel(CHANNEL);
     let (ev_tx, ev_rx) = mpsc::channel(CHANNEL);
     let (req_tx, req_rx) = mpsc::channel(INBOUND_REQUESTS);
@@ -221,7 +225,8 @@ pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics, discovery_budget: 
         dials: HashMap::new(),
         requests: HashMap::new(),
         listen_addrs: Vec::new(),
-        discovery: Discovery::new(discovery_budget),
+        discovery: Discovery::new(limits.discovery_budget()),
+        limits,
         ping_failures: HashMap::new(),
     };
     Spawned {
@@ -242,6 +247,7 @@ struct Task {
     requests: HashMap<OutboundRequestId, Reply<Result<SyncResponse, NetError>>>,
     listen_addrs: Vec<Multiaddr>,
     discovery: Discovery,
+    limits: Limits,
     /// Unanswered pings in a row, per connection.
     ping_failures: HashMap<ConnectionId, u32>,
 }
@@ -250,9 +256,12 @@ impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut discover = tokio::time::interval(DISCOVER_EVERY);
         discover.tick().await;
+        let mut trim = tokio::time::interval(trim::TRIM_EVERY);
+        trim.tick().await;
         loop {
             tokio::select! {
                 _ = discover.tick() => self.discover(),
+                _ = trim.tick() => self.trim(),
                 cmd = commands.recv() => match cmd {
                     Some(Command::Shutdown(reply)) => {
                         self.leave();
@@ -271,7 +280,11 @@ impl Task {
     fn discover(&mut self) {
         let b = self.swarm.behaviour_mut();
         let topics: Vec<TopicHash> = b.gossipsub.topics().cloned().collect();
+        let now = Instant::now();
         for t in topics {
+            if !self.discovery.due(t.as_str(), now) {
+                continue;
+            }
             let peers = b
                 .gossipsub
                 .all_peers()
@@ -280,6 +293,44 @@ impl Task {
             if peers < TOPIC_PEERS_WANTED {
                 self.discovery.look_for(&mut b.kad, t.as_str());
             }
+        }
+    }
+
+    /// Closes the least useful connections once more peers are connected than the budget.
+    fn trim(&mut self) {
+        let mesh: HashSet<PeerId> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_mesh_peers()
+            .copied()
+            .collect();
+        let candidates: Vec<trim::Candidate> = self
+            .peer_table()
+            .values()
+            .map(|p| trim::Candidate {
+                peer: p.peer,
+                since: p.since,
+                outbound: p.outbound,
+                in_mesh: mesh.contains(&p.peer),
+            })
+            .collect();
+        let gone = trim::choose(
+            &candidates,
+            self.limits.max_connections as usize,
+            self.limits.low_water(),
+            Instant::now(),
+        );
+        if !gone.is_empty() {
+            tracing::info!(
+                peers = candidates.len(),
+                closing = gone.len(),
+                budget = self.limits.max_connections,
+                "over the connection budget; closing the least useful connections"
+            );
+        }
+        for p in gone {
+            let _ = self.swarm.disconnect_peer_id(p);
         }
     }
 
@@ -409,6 +460,7 @@ impl Task {
                             peer: peer_id,
                             addr: endpoint.get_remote_address().clone(),
                             outbound: endpoint.is_dialer(),
+                            since: Instant::now(),
                         },
                     );
                     self.emit(NetEvent::Connected(peer_id));
