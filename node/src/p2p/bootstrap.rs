@@ -22,6 +22,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// fewer peers than this (Kubo's threshold): a node the DHT connected to others does not
 /// keep coming back to a bootstrap node that trimmed it.
 const ENOUGH_PEERS: usize = 4;
+/// A connection that lasted this long resets its target's backoff.
+const LASTED: Duration = Duration::from_secs(30);
 /// How often the dialer looks at its targets again.
 const LOOP_EVERY: Duration = Duration::from_millis(250);
 
@@ -31,6 +33,8 @@ struct Target {
     backoff: Duration,
     tried: bool,
     peer: Option<PeerId>,
+    /// When the last dial succeeded.
+    connected_at: Option<Instant>,
 }
 
 impl Target {
@@ -40,6 +44,7 @@ impl Target {
             backoff: MIN_BACKOFF,
             tried: false,
             peer: None,
+            connected_at: None,
         }
     }
 }
@@ -160,6 +165,12 @@ pub async fn run(
             resolved_at = Some(Instant::now());
         }
         let now = Instant::now();
+        for t in targets.values_mut() {
+            let lasted = t.connected_at.is_some_and(|at| now - at >= LASTED);
+            if lasted && t.peer.is_some_and(|p| handle.is_connected(&p)) {
+                t.backoff = MIN_BACKOFF;
+            }
+        }
         let topping_up = !*first_round.borrow() || handle.peer_ids().len() < ENOUGH_PEERS;
         let due: Vec<Multiaddr> = entries
             .iter()
@@ -181,9 +192,12 @@ pub async fn run(
             t.tried = true;
             match result {
                 Ok(peer) => {
+                    // A peer that closes at once (full, or trimming us) is not hammered: the
+                    // backoff resets only once a connection has lasted (below).
                     t.peer = Some(peer);
-                    t.backoff = MIN_BACKOFF;
-                    t.next_try = Instant::now() + MIN_BACKOFF;
+                    t.connected_at = Some(Instant::now());
+                    t.next_try = Instant::now() + t.backoff;
+                    t.backoff = (t.backoff * 2).min(MAX_BACKOFF);
                 }
                 Err(NetError::Dial(DialFailure::LocalPeer)) => {
                     // Our own pod behind the Service name.
