@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks sensornet beside Mosquitto (QoS 0; QoS 1 with persistence) and a bare rust-libp2p
-# gossipsub swarm, same load, same machine, one invocation. Quick mode (the default, run in CI)
+# Benchmarks sensornet beside Mosquitto (QoS 0; QoS 1 with persistence), a bare rust-libp2p
+# gossipsub swarm and Kubo 0.22 pubsub (seed 003's system), same load, same machine, one invocation. Quick mode (the default, run in CI)
 # takes about two minutes after the release build; --full runs longer windows, a 100,000-reading
 # catch-up and 30/50-node meshes. Writes target/bench/results.json and target/bench/scale.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-bench-tools.sh
+scripts/install-kubo.sh
 scripts/build-release.sh
 cargo build --release --locked -p sensornet-bench --bins
 "${CARGO_TARGET_DIR:-target}"/release/sensornet-bench "$@"

