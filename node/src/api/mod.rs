@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod error;
+mod history;
 mod kubo;
 mod readings;
 #[cfg(test)]
@@ -84,6 +85,12 @@ pub struct ApiState {
     pub public_key: libp2p::identity::PublicKey,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// Topics this node subscribes (history of others is asked of peers).
+    pub topics: Vec<String>,
+    /// Retention per topic (history before the horizon is asked of peers).
+    pub retention: crate::config::RetentionPolicy,
+    /// True once the initial catch-up is done.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// POST only, as Kubo: any other method is a 405 in Kubo's error shape.
@@ -117,7 +124,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v0/dag/get", rpc(kubo::dag_get))
         .route("/api/v0/dag/put", rpc(kubo::dag_put))
         .route("/api/v0/reading/pub", rpc(readings::publish))
-        .route("/api/v0/reading/history", rpc(readings::history))
+        .route("/api/v0/reading/history", rpc(history::history))
         .route("/api/v0/reading/sub", rpc(readings::subscribe))
         .route("/api/v0/reading/heads", rpc(readings::heads))
         .fallback(|| async {

@@ -382,3 +382,93 @@ async fn a_node_still_catching_up_answers_503_with_retry_after_and_writes_nothin
     );
     node.shutdown().await;
 }
+
+/// JSON lines of a streamed answer.
+fn lines(v: &Value) -> Vec<Value> {
+    v.as_str()
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![v.clone()])
+}
+
+#[tokio::test]
+async fn history_by_range_source_and_buckets_matches_the_raw_readings() {
+    let node = node(None).await;
+    let app = router(node.api_state());
+    let now = crate::clock::now_ms();
+    // Two sources, one reading a minute for the last 30 minutes, at minute-aligned times.
+    let base = now - now % 60_000 - 30 * 60_000;
+    for i in 0..30u64 {
+        for (src, off) in [("a", 0.0), ("b", 100.0)] {
+            let uri = format!(
+                "/api/v0/reading/pub?topic=temperature&value={}&source={src}&time={}",
+                off + i as f64,
+                base + i * 60_000
+            );
+            let (st, v) = call(&app, "POST", &uri, None).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+        }
+    }
+    let get = |q: &str| {
+        let app = app.clone();
+        let uri = format!("/api/v0/reading/history?topic=temperature&{q}");
+        async move {
+            let (st, v) = call(&app, "POST", &uri, None).await;
+            assert_eq!(st, StatusCode::OK, "{uri}: {v}");
+            lines(&v)
+        }
+    };
+    assert_eq!(get("since=1h").await.len(), 60);
+    // 20 minutes back to 10 minutes back: readings 10..20 of each source.
+    let window = get("since=20m&until=10m&source=a").await;
+    assert!(window.iter().all(|r| r["source"] == "a"));
+    let got: Vec<u64> = window.iter().map(|r| r["time"].as_u64().unwrap()).collect();
+    assert!(
+        got.iter()
+            .all(|t| *t >= now - 20 * 60_000 && *t < now - 10 * 60_000),
+        "{got:?}"
+    );
+    assert!((9..=11).contains(&got.len()), "{got:?}");
+    // 10-minute buckets: three per source, summarising 10 readings each.
+    let buckets = get(&format!("since={}&every=10m", rfc3339(base))).await;
+    let a: Vec<&Value> = buckets.iter().filter(|b| b["source"] == "a").collect();
+    assert_eq!(
+        a.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>(),
+        30,
+        "{buckets:?}"
+    );
+    for b in &a {
+        let start = b["start"].as_u64().unwrap();
+        let raw: Vec<f64> = (0..30u64)
+            .filter(|i| (base + i * 60_000) / 600_000 * 600_000 == start)
+            .map(|i| i as f64)
+            .collect();
+        assert_eq!(b["count"].as_u64().unwrap() as usize, raw.len(), "{b}");
+        assert_eq!(b["min"].as_f64().unwrap(), raw[0], "{b}");
+        assert_eq!(b["max"].as_f64().unwrap(), *raw.last().unwrap(), "{b}");
+        let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+        assert!((b["mean"].as_f64().unwrap() - mean).abs() < 1e-9, "{b}");
+    }
+    let bad: [(&str, &str); 5] = [
+        ("since=1h&until=2h", "range is empty"),
+        ("since=1000days", "at most 400 days"),
+        ("since=30days&every=1s", "at most 10000"),
+        ("every=5m", "needs --since"),
+        ("since=1h&until=tomorrow", "RFC 3339"),
+    ];
+    for (q, needle) in bad {
+        let uri = format!("/api/v0/reading/history?topic=temperature&{q}");
+        let got = call(&app, "POST", &uri, None).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, needle, q);
+    }
+    node.shutdown().await;
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
