@@ -13,7 +13,7 @@ pub const MIN_EVERY: Duration = Duration::from_secs(1);
 /// A query the caller got wrong; each message says how to write it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RangeError {
-    #[error("{arg} {value:?} is neither a duration nor an RFC 3339 time; use e.g. 10m, 24h, 7days or 2026-01-02T03:04:05Z")]
+    #[error("{arg} {value:?} is not a time; use e.g. 10m, 24h, 7days (back from now), an RFC 3339 time (2026-01-02T03:04:05Z) or unix ms")]
     BadTime { arg: &'static str, value: String },
     #[error("every {value:?} is not a duration (e.g. 1m, 5m, 1h)")]
     BadEvery { value: String },
@@ -33,11 +33,17 @@ pub enum RangeError {
     EveryWithoutSince,
 }
 
-/// A time given as a duration before `now_ms` (`24h`), an RFC 3339 time or `now`.
+/// A time given as a duration before `now_ms` (`24h`), an RFC 3339 time, unix milliseconds
+/// (all digits) or `now`.
 pub fn parse_time(arg: &'static str, value: &str, now_ms: u64) -> Result<u64, RangeError> {
     let v = value.trim();
     if v == "now" {
         return Ok(now_ms);
+    }
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        if let Ok(ms) = v.parse() {
+            return Ok(ms);
+        }
     }
     if let Ok(d) = humantime::parse_duration(v) {
         return Ok(now_ms.saturating_sub(d.as_millis() as u64));
@@ -182,6 +188,10 @@ mod tests {
         assert_eq!(h.range.since_ms, 1_767_323_045_000);
         assert_eq!(h.range.until_ms, 1_767_323_045_000 + 3_600_000);
         assert_eq!(parse_time("until", "now", NOW), Ok(NOW));
+        assert_eq!(
+            parse_time("until", "1767323045000", NOW),
+            Ok(1_767_323_045_000)
+        );
     }
 
     #[test]
