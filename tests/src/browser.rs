@@ -160,11 +160,14 @@ impl Browser {
         Ok(r["result"]["value"].clone())
     }
 
-    /// Polls `expr` until it is truthy.
+    /// Polls `expr` until it is truthy (an exception counts as not yet: the page may still
+    /// be loading).
     pub fn wait_for(&mut self, timeout: Duration, what: &str, expr: &str) -> Result<Value> {
         let start = Instant::now();
+        let guarded =
+            format!("(() => {{ try {{ return ({expr}); }} catch (_) {{ return null; }} }})()");
         loop {
-            let v = self.eval(expr)?;
+            let v = self.eval(&guarded)?;
             if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
                 return Ok(v);
             }
