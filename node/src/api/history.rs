@@ -38,7 +38,7 @@ pub async fn history(
     let limit = a.parsed::<usize>("limit")?.unwrap_or(usize::MAX);
     let ask_peers = !a.flag("local") && history::needs_peers(&query, &s.topics, &s.retention, now);
     if !ask_peers {
-        return Ok(local_stream(s.store.clone(), query, limit).await?);
+        return local_stream(s.store.clone(), query, limit).await;
     }
     let local = {
         let (store, q) = (s.store.clone(), query.clone());

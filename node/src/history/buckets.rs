@@ -27,11 +27,22 @@ pub struct Bucket {
     pub unit: String,
 }
 
+/// One bucket while readings are added.
+#[derive(Debug)]
+struct Acc {
+    count: u64,
+    min: f64,
+    max: f64,
+    sum: f64,
+    unit: String,
+}
+
 /// Accumulates readings into buckets of one width, without keeping the readings.
 #[derive(Debug)]
 pub struct Buckets {
     every_ms: u64,
-    acc: BTreeMap<(u64, String), (u64, f64, f64, f64, String)>,
+    /// By (start, source).
+    acc: BTreeMap<(u64, String), Acc>,
 }
 
 impl Buckets {
@@ -49,25 +60,31 @@ impl Buckets {
         let e = self
             .acc
             .entry((start, r.source.clone()))
-            .or_insert_with(|| (0, f64::INFINITY, f64::NEG_INFINITY, 0.0, r.unit.clone()));
-        e.0 += 1;
-        e.1 = e.1.min(r.value);
-        e.2 = e.2.max(r.value);
-        e.3 += r.value;
+            .or_insert_with(|| Acc {
+                count: 0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+                sum: 0.0,
+                unit: r.unit.clone(),
+            });
+        e.count += 1;
+        e.min = e.min.min(r.value);
+        e.max = e.max.max(r.value);
+        e.sum += r.value;
     }
 
     /// The buckets by start then source; empty ones are left out (gaps).
     pub fn finish(self) -> Vec<Bucket> {
         self.acc
             .into_iter()
-            .map(|((start, source), (count, min, max, sum, unit))| Bucket {
+            .map(|((start, source), a)| Bucket {
                 source,
                 start,
-                count,
-                min,
-                mean: sum / count as f64,
-                max,
-                unit,
+                count: a.count,
+                min: a.min,
+                mean: a.sum / a.count as f64,
+                max: a.max,
+                unit: a.unit,
             })
             .collect()
     }

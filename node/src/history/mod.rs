@@ -21,6 +21,6 @@ pub fn needs_peers(
     retention: &RetentionPolicy,
     now_ms: u64,
 ) -> bool {
-    !topics.iter().any(|t| *t == q.topic)
+    !topics.contains(&q.topic)
         || (q.since_given && q.range.since_ms < retention.horizon(&q.topic, now_ms))
 }
