@@ -83,7 +83,7 @@ fn mb(topic: &str) -> String {
     multibase::encode(multibase::Base::Base64Url, topic)
 }
 
-const ROUTES: [&str; 17] = [
+const ROUTES: [&str; 19] = [
     "id",
     "version",
     "swarm/peers",
@@ -101,6 +101,8 @@ const ROUTES: [&str; 17] = [
     "reading/history",
     "reading/sub",
     "reading/heads",
+    "reading/events",
+    "node/status",
 ];
 
 #[tokio::test]
@@ -471,4 +473,72 @@ async fn history_by_range_source_and_buckets_matches_the_raw_readings() {
 fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
         .to_string()
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_the_token_and_the_api_refuses_other_origins() {
+    let node = node(Some("s3cret")).await;
+    let app = router(node.api_state());
+    let get = |uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            app.oneshot(req).await.unwrap()
+        }
+    };
+    let root = get("/").await;
+    assert!(root.status().is_redirection());
+    assert_eq!(root.headers()["location"], "/webui");
+    for (uri, kind) in [
+        ("/webui", "text/html"),
+        ("/webui/app.js", "text/javascript"),
+        ("/webui/style.css", "text/css"),
+    ] {
+        let r = get(uri).await;
+        assert_eq!(r.status(), StatusCode::OK, "{uri}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+    }
+    // The data still needs the token.
+    let got = call(&app, "POST", "/api/v0/node/status", None).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "requires a token", "status");
+    let req = |origin: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/v0/node/status")
+            .header("host", "127.0.0.1:5001")
+            .header("origin", origin)
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let other = app
+        .clone()
+        .oneshot(req("http://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let own = app
+        .clone()
+        .oneshot(req("http://127.0.0.1:5001"))
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(own.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["Topics"].as_array().is_some_and(|t| !t.is_empty()), "{v}");
+    assert!(
+        v["Ready"].is_boolean() && v["Store"]["Blocks"].is_u64(),
+        "{v}"
+    );
+    node.shutdown().await;
 }
