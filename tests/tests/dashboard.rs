@@ -106,6 +106,11 @@ fn the_dashboard_shows_a_cluster_live() -> Result<()> {
         "[...document.querySelectorAll('#topics tbody tr')].map(r => r.dataset.topic).join(',')",
     )?;
     assert!(topics.as_str().unwrap().contains("temperature"), "{topics}");
+    b.wait_for(
+        WAIT,
+        "a gossip mesh on temperature",
+        "Number(document.querySelector('#topics tr[data-topic=\"temperature\"] td.mesh').textContent) >= 1",
+    )?;
     assert!(b.eval("!!document.querySelector('.chart[data-topic=\"temperature\"] path[data-source=\"roof\"]')")? == json!(true));
 
     // A reading published on another node after load arrives live.

@@ -1,5 +1,5 @@
 //! `node/status`: what the dashboard's status panel shows, in one JSON answer: readiness,
-//! peers, topics (peers on each, bytes, retention), the latest reading of every source,
+//! peers, topics (peers subscribed, mesh, bytes, retention), the latest reading of every source,
 //! store and disk size, catch-up counters.
 
 use axum::extract::State;
@@ -55,6 +55,7 @@ pub async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> 
     let mut topics = Vec::new();
     for t in &topic_names {
         let peers = s.net.topic_peers(Some(t.clone())).await?.len();
+        let mesh = s.net.mesh_peers(t).await?;
         let r = s.retention.for_topic(t);
         let bytes = stored_topics
             .iter()
@@ -66,7 +67,7 @@ pub async fn status(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> 
             .map(|(_, n)| *n)
             .sum();
         topics.push(json!({
-            "Topic": t, "Subscribed": s.topics.contains(t), "Peers": peers, "Bytes": bytes,
+            "Topic": t, "Subscribed": s.topics.contains(t), "Peers": peers, "Mesh": mesh, "Bytes": bytes,
             "Holes": t_holes,
             "Retention": {"MaxAge": humantime::format_duration(r.max_age).to_string(), "MaxBytes": r.max_bytes},
         }));

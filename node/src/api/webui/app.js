@@ -128,7 +128,8 @@ async function loadStatus() {
   for (const t of s.Topics) {
     const tr = el("tr", { "data-topic": t.Topic });
     tr.append(el("td", {}, t.Topic + (t.Subscribed ? "" : " (not subscribed)")),
-      el("td", { class: "num" }, String(t.Peers)), el("td", { class: "num" }, fmtBytes(t.Bytes)),
+      el("td", { class: "num" }, String(t.Peers)), el("td", { class: "num mesh" }, String(t.Mesh)),
+      el("td", { class: "num" }, fmtBytes(t.Bytes)),
       el("td", {}, t.Retention.MaxAge + " / " + fmtBytes(t.Retention.MaxBytes)),
       el("td", { class: "num" }, String(t.Holes)));
     tb.append(tr);
