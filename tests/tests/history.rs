@@ -90,6 +90,15 @@ fn a_node_without_the_topic_answers_history_from_its_peers() -> Result<()> {
         assert_eq!(seqs, (1..=30).collect::<Vec<_>>(), "{src} in history order");
     }
 
+    // A limit keeps the oldest, also when merging.
+    let (st, body) = asker.post("reading/history?topic=humidity&limit=4")?;
+    assert_eq!(st, 200, "{body}");
+    let first: Vec<u64> = lines(&body)
+        .iter()
+        .map(|r| r["time"].as_u64().unwrap())
+        .collect();
+    assert_eq!(first, [base, base, base + 60_000, base + 60_000], "{body}");
+
     // Downsampled from the peer, and a source filter.
     let (st, body) = asker.post(&format!(
         "reading/history?topic=humidity&since={}&every=10m&source=h-b",

@@ -40,13 +40,18 @@ pub async fn history(
     if !ask_peers {
         return local_stream(s.store.clone(), query, limit).await;
     }
+    // Raw readings oldest first: each part's first `limit` are enough for the merged first.
+    let cap = match query.every_ms {
+        Some(_) => history::remote::MAX_PER_PEER,
+        None => limit.min(history::remote::MAX_PER_PEER),
+    };
     let local = {
         let (store, q) = (s.store.clone(), query.clone());
-        tokio::task::spawn_blocking(move || read_all(&store, &q))
+        tokio::task::spawn_blocking(move || read_all(&store, &q, cap))
             .await
             .map_err(ApiError::internal)??
     };
-    let fetched = history::remote::fetch(&s.net, &query).await;
+    let fetched = history::remote::fetch(&s.net, &query, cap).await;
     tracing::debug!(topic = %query.topic, asked = fetched.asked, answered = fetched.answered, "history: asked peers");
     let merged = history::merge(std::iter::once(local).chain(fetched.parts));
     let mut body = String::new();
@@ -75,8 +80,8 @@ pub async fn history(
         .into_response())
 }
 
-/// Every local reading of the query (for merging with peers' answers).
-fn read_all(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredReading>, ApiError> {
+/// The first `cap` local readings of the query (for merging with peers' answers).
+fn read_all(store: &Store, q: &HistoryQuery, cap: usize) -> Result<Vec<StoredReading>, ApiError> {
     let mut out = Vec::new();
     let mut cursor: Option<(u64, Vec<u8>)> = None;
     loop {
@@ -86,7 +91,8 @@ fn read_all(store: &Store, q: &HistoryQuery) -> Result<Vec<StoredReading>, ApiEr
             cursor = Some((last.reading.time, last.cid.to_bytes()));
         }
         out.extend(page.into_iter().filter(|r| matches(q, r)));
-        if done || out.len() >= history::remote::MAX_PER_PEER {
+        if done || out.len() >= cap {
+            out.truncate(cap);
             return Ok(out);
         }
     }

@@ -31,12 +31,14 @@ pub struct Fetched {
     pub answered: usize,
 }
 
-/// Asks up to [`MAX_PEERS`] connected peers at once.
-pub async fn fetch(net: &Handle, q: &HistoryQuery) -> Fetched {
+/// Asks up to [`MAX_PEERS`] connected peers at once for at most `cap` readings each (at most
+/// [`MAX_PER_PEER`]): a raw answer limited to its first N needs no more than N from each.
+pub async fn fetch(net: &Handle, q: &HistoryQuery, cap: usize) -> Fetched {
+    let cap = cap.clamp(1, MAX_PER_PEER);
     let peers: Vec<_> = net.peer_ids().into_iter().take(MAX_PEERS).collect();
     let asked = peers.len();
     let answers = join_all(peers.into_iter().map(|p| async move {
-        match tokio::time::timeout(PEER_TIMEOUT, from_peer(net, p, q)).await {
+        match tokio::time::timeout(PEER_TIMEOUT, from_peer(net, p, q, cap)).await {
             Ok(Some(v)) => Some(v),
             Ok(None) => None,
             Err(_) => {
@@ -59,6 +61,7 @@ async fn from_peer(
     net: &Handle,
     peer: libp2p::PeerId,
     q: &HistoryQuery,
+    cap: usize,
 ) -> Option<Vec<StoredReading>> {
     let mut out = Vec::new();
     let mut after: Option<(u64, ByteBuf)> = None;
@@ -69,7 +72,7 @@ async fn from_peer(
             until: q.range.until_ms,
             source: q.source.clone(),
             after: after.take(),
-            max: MAX_HISTORY_BLOCKS,
+            max: MAX_HISTORY_BLOCKS.min(cap.saturating_sub(out.len()) as u32),
         };
         let (blocks, next) = match net.request(peer, req).await {
             Ok(SyncResponse::History { blocks, next }) => (blocks, next),
@@ -81,8 +84,11 @@ async fn from_peer(
         };
         out.extend(blocks.iter().filter_map(|b| checked(b, q)));
         match next {
-            Some(n) if out.len() < MAX_PER_PEER => after = Some(n),
-            _ => return Some(out),
+            Some(n) if out.len() < cap => after = Some(n),
+            _ => {
+                out.truncate(cap);
+                return Some(out);
+            }
         }
     }
 }
