@@ -2,7 +2,8 @@
 //! protocol: a 3-node cluster's readings appear with their latest values and live, the status
 //! panel shows peers and readiness, the range picker draws a downsampled day, no console
 //! errors and no request leaving the node, readable on a phone width, and the token prompt
-//! off loopback. `SENSORNET_SCREENSHOT=docs/dashboard.png` also saves a screenshot.
+//! off loopback. `SENSORNET_SCREENSHOT=$PWD/docs/dashboard.png` also saves a screenshot
+//! (`SENSORNET_SCREENSHOT_PHONE=FILE`: the phone-width page).
 
 use std::time::Duration;
 
@@ -172,6 +173,9 @@ fn the_dashboard_shows_a_cluster_live() -> Result<()> {
         "the page on a phone",
         "document.body.dataset.ready === '1'",
     )?;
+    if let Some(path) = std::env::var_os("SENSORNET_SCREENSHOT_PHONE") {
+        std::fs::write(&path, phone.screenshot()?).with_context(|| format!("writing {path:?}"))?;
+    }
     let width = phone.eval("document.documentElement.scrollWidth")?;
     assert!(
         width.as_u64().unwrap() <= 390,
