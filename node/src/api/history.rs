@@ -11,7 +11,7 @@ use serde_json::json;
 use super::readings::reading_json;
 use super::{stream_headers, ApiError, ApiState, Args};
 use crate::clock::now_ms;
-use crate::history::{self, Buckets, HistoryQuery, TimeRange};
+use crate::history::{self, read_page, Buckets, Cursor, HistoryQuery, Page, TimeRange};
 use crate::reading::canonical_topic;
 use crate::store::{Store, StoredReading};
 
@@ -80,40 +80,30 @@ pub async fn history(
 /// The first `cap` local readings of the query (for merging with peers' answers).
 fn read_all(store: &Store, q: &HistoryQuery, cap: usize) -> Result<Vec<StoredReading>, ApiError> {
     let mut out = Vec::new();
-    let mut cursor: Option<(u64, Vec<u8>)> = None;
+    let mut after = None;
     loop {
-        let page = next_page(store, q, &cursor)?;
-        let done = page.len() < PAGE;
-        if let Some(last) = page.last() {
-            cursor = Some((last.reading.time, last.cid.to_bytes()));
-        }
-        out.extend(page.into_iter().filter(|r| matches(q, r)));
-        if done || out.len() >= cap {
-            out.truncate(cap);
-            return Ok(out);
+        let p = next_page(store, q, after)?;
+        out.extend(p.readings);
+        match p.next {
+            Some(n) if out.len() < cap => after = Some(n),
+            _ => {
+                out.truncate(cap);
+                return Ok(out);
+            }
         }
     }
 }
 
-fn next_page(
-    store: &Store,
-    q: &HistoryQuery,
-    cursor: &Option<(u64, Vec<u8>)>,
-) -> Result<Vec<StoredReading>, ApiError> {
-    if q.range.since_ms >= q.range.until_ms {
-        return Ok(Vec::new());
-    }
-    Ok(store.history_page(
+fn next_page(store: &Store, q: &HistoryQuery, after: Option<Cursor>) -> Result<Page, ApiError> {
+    Ok(read_page(
+        store,
         &q.topic,
-        q.range.since_ms,
-        q.range.until_ms,
-        cursor.as_ref().map(|(t, c)| (*t, c.as_slice())),
+        q.range,
+        q.source.as_deref(),
+        after,
         PAGE,
+        1,
     )?)
-}
-
-fn matches(q: &HistoryQuery, r: &StoredReading) -> bool {
-    q.source.as_ref().is_none_or(|s| *s == r.reading.source)
 }
 
 /// `head` (already merged, older than the query's range), then the local readings of the
@@ -128,70 +118,92 @@ async fn local_stream(
     // The first page is read before answering, so a store error is a proper error status.
     let first = {
         let (store, q) = (store.clone(), q.clone());
-        tokio::task::spawn_blocking(move || next_page(&store, &q, &None))
+        tokio::task::spawn_blocking(move || next_page(&store, &q, None))
             .await
             .map_err(ApiError::internal)??
     };
     let stream = async_stream::stream! {
-        let mut sent = 0usize;
-        let mut buckets = q.every_ms.map(Buckets::new);
-        let mut lines = String::new();
-        for r in &head {
-            match buckets.as_mut() {
-                Some(b) => b.add(&r.reading),
-                None if sent < limit => {
-                    lines.push_str(&reading_json(&r.cid, &r.reading, false).to_string());
-                    lines.push('\n');
-                    sent += 1;
-                }
-                None => break,
-            }
-        }
+        let mut out = Answer {
+            buckets: q.every_ms.map(Buckets::new),
+            lines: String::new(),
+            sent: 0,
+            limit,
+        };
+        let mut more = head.iter().all(|r| out.add(r));
         drop(head);
-        if !lines.is_empty() {
-            yield Ok::<_, std::convert::Infallible>(std::mem::take(&mut lines));
-        }
         let mut page = first;
-        loop {
-            let done = page.len() < PAGE;
-            let cursor = page.last().map(|r| (r.reading.time, r.cid.to_bytes()));
-            for r in page.iter().filter(|r| matches(&q, r)) {
-                match buckets.as_mut() {
-                    Some(b) => b.add(&r.reading),
-                    None if sent < limit => {
-                        lines.push_str(&reading_json(&r.cid, &r.reading, false).to_string());
-                        lines.push('\n');
-                        sent += 1;
-                    }
-                    None => {}
-                }
+        while more {
+            more = page.readings.iter().all(|r| out.add(r));
+            if let Some(lines) = out.take() {
+                yield Ok::<_, std::convert::Infallible>(lines);
             }
-            if !lines.is_empty() {
-                yield Ok(std::mem::take(&mut lines));
-            }
-            if done || (buckets.is_none() && sent >= limit) {
-                break;
-            }
+            let Some(after) = page.next.take().filter(|_| more) else { break };
             let (st, qq) = (store.clone(), q.clone());
-            match tokio::task::spawn_blocking(move || next_page(&st, &qq, &cursor)).await {
+            match tokio::task::spawn_blocking(move || next_page(&st, &qq, Some(after))).await {
                 Ok(Ok(p)) => page = p,
                 Ok(Err(e)) => {
-                    yield Ok(format!("{}\n", json!({"Message": e.message, "Code": 0, "Type": "error"})));
+                    yield Ok(error_line(&e.message));
                     break;
                 }
                 Err(e) => {
-                    yield Ok(format!("{}\n", json!({"Message": e.to_string(), "Code": 0, "Type": "error"})));
+                    yield Ok(error_line(&e.to_string()));
                     break;
                 }
             }
         }
-        if let Some(b) = buckets {
-            for b in b.finish().into_iter().take(limit) {
-                lines.push_str(&json!(b).to_string());
-                lines.push('\n');
-            }
-            yield Ok(lines);
-        }
+        yield Ok(out.finish());
     };
     Ok((stream_headers(), Body::from_stream(stream)).into_response())
+}
+
+/// What a streamed answer gathers: buckets being filled, or raw lines up to the limit.
+struct Answer {
+    buckets: Option<Buckets>,
+    lines: String,
+    sent: usize,
+    limit: usize,
+}
+
+impl Answer {
+    /// Adds a reading; false once a raw answer holds `limit` lines.
+    fn add(&mut self, r: &StoredReading) -> bool {
+        match self.buckets.as_mut() {
+            Some(b) => {
+                b.add(&r.reading);
+                true
+            }
+            None if self.sent < self.limit => {
+                self.lines
+                    .push_str(&reading_json(&r.cid, &r.reading, false).to_string());
+                self.lines.push('\n');
+                self.sent += 1;
+                self.sent < self.limit
+            }
+            None => false,
+        }
+    }
+
+    /// The raw lines gathered since the last call, if any.
+    fn take(&mut self) -> Option<String> {
+        (!self.lines.is_empty()).then(|| std::mem::take(&mut self.lines))
+    }
+
+    /// The rest: raw lines not taken yet, or every bucket (up to the limit).
+    fn finish(mut self) -> String {
+        if let Some(b) = self.buckets.take() {
+            for b in b.finish().into_iter().take(self.limit) {
+                self.lines.push_str(&json!(b).to_string());
+                self.lines.push('\n');
+            }
+        }
+        self.lines
+    }
+}
+
+/// An error after the answer began: a last line in Kubo's error shape.
+fn error_line(message: &str) -> String {
+    format!(
+        "{}\n",
+        json!({"Message": message, "Code": 0, "Type": "error"})
+    )
 }

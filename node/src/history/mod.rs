@@ -1,14 +1,16 @@
 //! History by time range: the query's arguments and limits ([`range`]), downsampling into
-//! buckets ([`buckets`]), merging what several nodes hold ([`merge`]) and asking peers when
+//! buckets ([`buckets`]), reading the store in pages ([`page`]), merging what several nodes hold ([`merge`]) and asking peers when
 //! this node lacks the topic or the range ([`remote`]).
 
 pub mod buckets;
 pub mod merge;
+pub mod page;
 pub mod range;
 pub mod remote;
 
 pub use buckets::{bucketize, Bucket, Buckets};
 pub use merge::merge;
+pub use page::{read_page, Cursor, Page};
 pub use range::{HistoryQuery, RangeError, TimeRange};
 
 use crate::config::RetentionPolicy;

@@ -6,6 +6,7 @@ use libp2p::request_response::ResponseChannel;
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, Semaphore};
 
+use crate::history::{read_page, TimeRange};
 use crate::p2p::protocol::{
     ChainEnd, SyncRequest, SyncResponse, WireHead, MAX_CHAIN_BLOCKS, MAX_HISTORY_BLOCKS,
 };
@@ -52,7 +53,13 @@ fn respond(store: &Store, request: SyncRequest) -> SyncResponse {
             source,
             after,
             max,
-        } => history(store, &topic, since, until, source.as_deref(), after, max),
+        } => {
+            let range = TimeRange {
+                since_ms: since,
+                until_ms: until,
+            };
+            history(store, &topic, range, source.as_deref(), after, max)
+        }
         SyncRequest::Heads { topics } => match store.heads(&topics) {
             Ok(heads) => SyncResponse::Heads(
                 heads
@@ -114,50 +121,26 @@ fn respond(store: &Store, request: SyncRequest) -> SyncResponse {
     }
 }
 
-/// A page of local history; a source filter reads on (a bounded number of store pages)
-/// until the page fills, and `next` says where the scan stopped.
+/// A page of local history (a source filter scans at most 8 store pages per request).
 fn history(
     store: &Store,
     topic: &str,
-    since: u64,
-    until: u64,
+    range: TimeRange,
     source: Option<&str>,
     after: Option<(u64, ByteBuf)>,
     max: u32,
 ) -> SyncResponse {
     let max = max.clamp(1, MAX_HISTORY_BLOCKS) as usize;
-    let mut cursor = after.map(|(t, c)| (t, c.into_vec()));
-    let mut blocks = Vec::new();
-    for _ in 0..8 {
-        let page = match store.history_page(
-            topic,
-            since,
-            until,
-            cursor.as_ref().map(|(t, c)| (*t, c.as_slice())),
-            max,
-        ) {
-            Ok(p) => p,
-            Err(e) => return SyncResponse::Error(e.to_string()),
-        };
-        let full = page.len() >= max;
-        for r in page {
-            cursor = Some((r.reading.time, r.cid.to_bytes()));
-            if source.is_none_or(|s| s == r.reading.source) {
-                blocks.push(ByteBuf::from(r.reading.encode().1));
-                if blocks.len() >= max {
-                    break;
-                }
-            }
-        }
-        if !full {
-            return SyncResponse::History { blocks, next: None };
-        }
-        if blocks.len() >= max {
-            break;
-        }
-    }
-    SyncResponse::History {
-        blocks,
-        next: cursor.map(|(t, c)| (t, ByteBuf::from(c))),
+    let after = after.map(|(t, c)| (t, c.into_vec()));
+    match read_page(store, topic, range, source, after, max, 8) {
+        Ok(p) => SyncResponse::History {
+            blocks: p
+                .readings
+                .iter()
+                .map(|r| ByteBuf::from(r.reading.encode().1))
+                .collect(),
+            next: p.next.map(|(t, c)| (t, ByteBuf::from(c))),
+        },
+        Err(e) => SyncResponse::Error(e.to_string()),
     }
 }
