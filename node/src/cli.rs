@@ -85,17 +85,30 @@ pub enum Command {
         #[arg(long, short = 'n')]
         count: Option<usize>,
     },
-    /// Print the stored readings of a topic, oldest first, and exit.
+    /// Print a topic's readings in a time range, oldest first, and exit; asks peers when this
+    /// node does not hold the topic or the range.
     History {
         /// Topic.
         topic: String,
-        /// Only readings from this long ago on (e.g. 10m, 1h, 7days).
-        #[arg(long, value_name = "DURATION")]
+        /// From this time on: a duration back from now (10m, 24h, 7days) or RFC 3339.
+        #[arg(long, value_name = "TIME")]
         since: Option<String>,
+        /// Up to (not including) this time: a duration back from now or RFC 3339.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// Downsample: per source, one bucket (start, count, min, mean, max) per DURATION.
+        #[arg(long, value_name = "DURATION", requires = "since")]
+        every: Option<String>,
+        /// Only this source.
+        #[arg(long, value_name = "SOURCE")]
+        source: Option<String>,
+        /// Answer from this node's store only, never asking peers.
+        #[arg(long)]
+        local: bool,
         /// Print JSON lines.
         #[arg(long)]
         json: bool,
-        /// At most this many readings.
+        /// At most this many readings (or buckets).
         #[arg(long)]
         limit: Option<usize>,
     },
@@ -308,31 +321,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History {
             topic,
             since,
+            until,
+            every,
+            source,
+            local,
             json,
             limit,
         } => {
             let mut args = vec![("topic", topic.clone())];
-            if let Some(s) = since {
-                args.push(("since", s.clone()));
-            }
-            if let Some(l) = limit {
-                args.push(("limit", l.to_string()));
-            }
-            let body = client()?.bytes("reading/history", &args).await?;
+            let optional = [
+                ("since", since.clone()),
+                ("until", until.clone()),
+                ("every", every.clone()),
+                ("source", source.clone()),
+                ("limit", limit.map(|l| l.to_string())),
+                ("local", local.then(|| "true".to_string())),
+            ];
+            args.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
             let mut out = std::io::stdout().lock();
-            for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                let v: Value =
-                    serde_json::from_slice(line).context("daemon sent a malformed history line")?;
-                let s = if *json {
-                    v.to_string()
-                } else {
-                    format_reading(&v)
-                };
-                if writeln!(out, "{s}").is_err() {
-                    break;
-                }
+            let mut failed = None;
+            client()?
+                .stream("reading/history", &args, |v| {
+                    if v["Type"] == "error" {
+                        failed = v["Message"].as_str().map(str::to_string);
+                        return false;
+                    }
+                    let s = if *json {
+                        v.to_string()
+                    } else if v.get("count").is_some() {
+                        format_bucket(&v)
+                    } else {
+                        format_reading(&v)
+                    };
+                    writeln!(out, "{s}").is_ok()
+                })
+                .await?;
+            match failed {
+                Some(m) => anyhow::bail!("the history answer broke off: {m}"),
+                None => Ok(()),
             }
-            Ok(())
         }
         Command::Topics => {
             let v = client()?.json("pubsub/ls", &[]).await?;
@@ -431,6 +458,29 @@ fn read_input(file: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
 fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// One human line per bucket: start (RFC 3339), source, count, min/mean/max with unit.
+pub fn format_bucket(v: &Value) -> String {
+    let start = v["start"]
+        .as_u64()
+        .map(|ms| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        })
+        .unwrap_or_default();
+    let f = |k: &str| v[k].as_f64().map(|x| format!("{x:.2}")).unwrap_or_default();
+    format!(
+        "{start}  {:<24} n={:<5} min={} mean={} max={} {}",
+        v["source"].as_str().unwrap_or(""),
+        v["count"],
+        f("min"),
+        f("mean"),
+        f("max"),
+        v["unit"].as_str().unwrap_or(""),
+    )
 }
 
 /// One human line per reading: topic, source, value with unit, seq, delay, CID.

@@ -161,6 +161,9 @@ impl Node {
             metrics: self.metrics.clone(),
             public_key: self.key.public(),
             token: self.config.api_token.clone(),
+            topics: self.config.topics.clone(),
+            retention: self.config.retention.clone(),
+            ready: self.ready.clone(),
         }
     }
 

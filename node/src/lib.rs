@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod history;
 pub mod identity;
 pub mod metrics;
 pub mod p2p;

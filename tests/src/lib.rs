@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use sensornet::repo::{multiaddr_to_host_port, DaemonInfo, Repo};
 use serde_json::Value;
 
+pub mod browser;
 pub mod kubo;
 pub mod lazyfs;
 pub mod netns;

@@ -120,6 +120,14 @@ fn demo_prints_all_topics_and_leaves_nothing_running() {
         );
     }
     assert!(text.contains("nothing missing"), "{text}");
+    let dashboard = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dashboard of node0: "))
+        .unwrap_or_else(|| panic!("no dashboard address in:\n{text}"));
+    assert!(
+        dashboard.starts_with("http://127.0.0.1:") && dashboard.ends_with("/webui"),
+        "{dashboard}"
+    );
     assert!(text.contains("all nodes stopped"));
     // Once it says it is stopping, the demo prints no reading (nor summary) any more.
     let stopping = text

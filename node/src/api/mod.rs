@@ -2,10 +2,14 @@
 
 pub mod client;
 pub mod error;
+mod events;
+mod history;
 mod kubo;
 mod readings;
+mod status;
 #[cfg(test)]
 mod tests;
+mod webui;
 
 use std::collections::HashMap;
 
@@ -49,6 +53,10 @@ impl Args {
         self.get(k)
             .ok_or_else(|| ApiError::bad(format!("argument \"{k}\" is required")))
     }
+    /// Every value of a key.
+    pub fn all<'a>(&'a self, k: &str) -> impl Iterator<Item = &'a str> {
+        self.0.get(k).into_iter().flatten().map(String::as_str)
+    }
     /// A parsed optional key.
     pub fn parsed<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, ApiError>
     where
@@ -84,6 +92,12 @@ pub struct ApiState {
     pub public_key: libp2p::identity::PublicKey,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// Topics this node subscribes (history of others is asked of peers).
+    pub topics: Vec<String>,
+    /// Retention per topic (history before the horizon is asked of peers).
+    pub retention: crate::config::RetentionPolicy,
+    /// True once the initial catch-up is done.
+    pub ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// POST only, as Kubo: any other method is a 405 in Kubo's error shape.
@@ -100,9 +114,10 @@ where
     })
 }
 
-/// The whole router; `tests.rs` drives it without a socket.
+/// The whole router (the dashboard, then the RPC API behind its checks); `tests.rs` drives it
+/// without a socket.
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/v0/id", rpc(kubo::id))
         .route("/api/v0/version", rpc(kubo::version))
         .route("/api/v0/swarm/peers", rpc(kubo::swarm_peers))
@@ -117,18 +132,48 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v0/dag/get", rpc(kubo::dag_get))
         .route("/api/v0/dag/put", rpc(kubo::dag_put))
         .route("/api/v0/reading/pub", rpc(readings::publish))
-        .route("/api/v0/reading/history", rpc(readings::history))
+        .route("/api/v0/reading/history", rpc(history::history))
         .route("/api/v0/reading/sub", rpc(readings::subscribe))
         .route("/api/v0/reading/heads", rpc(readings::heads))
+        .route("/api/v0/reading/events", rpc(events::events))
+        .route("/api/v0/node/status", rpc(status::status))
         .fallback(|| async {
             ApiError::not_found(
                 "404 page not found: see `node --help` or docs/api.md for the routes",
             )
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+        .with_state(state);
+    webui::router().merge(api)
+}
+
+/// Refuses requests a browser sends from another site's page (Kubo's Origin check): the API
+/// on loopback has no token, so without this any web page could publish through it. The
+/// dashboard, served from this address, and non-browser clients (no `Origin`) pass.
+async fn same_origin(req: Request, next: Next) -> Response {
+    let origin = req.headers().get(header::ORIGIN).map(|o| o.as_bytes());
+    let host = req.headers().get(header::HOST).map(|h| h.as_bytes());
+    let same = match (origin, host) {
+        (None, _) => true,
+        (Some(o), Some(h)) => {
+            let o = o
+                .strip_prefix(b"http://")
+                .or_else(|| o.strip_prefix(b"https://"));
+            o == Some(h)
+        }
+        (Some(_), None) => false,
+    };
+    if same {
+        return next.run(req).await;
+    }
+    ApiError {
+        status: StatusCode::FORBIDDEN,
+        message: "cross-origin request refused: the API answers this node's own dashboard (/webui) and non-browser clients".into(),
+    }
+    .into_response()
 }
 
 async fn count(State(s): State<ApiState>, req: Request, next: Next) -> Response {

@@ -1,4 +1,4 @@
-//! sensornet's own routes: publish a reading, read history, follow a topic, list heads.
+//! sensornet's own routes: publish a reading, follow a topic, list heads (history: `history.rs`).
 
 use std::collections::HashSet;
 
@@ -68,31 +68,6 @@ pub async fn publish(
         "Cid": cid.to_string(), "Topic": r.topic, "Source": r.source, "Seq": r.seq,
         "Time": r.time, "Value": r.value, "Unit": r.unit,
     })))
-}
-
-/// `reading/history?topic=[&since=][&limit=]`: JSON lines, oldest first.
-pub async fn history(
-    State(s): State<ApiState>,
-    RawQuery(q): RawQuery,
-) -> Result<Response, ApiError> {
-    let a = Args::parse(q.as_deref());
-    let topic = canonical_topic(a.require("topic")?).to_string();
-    let since = since_ms(&a)?.unwrap_or(0);
-    let limit = a.parsed::<usize>("limit")?.unwrap_or(usize::MAX);
-    let store = s.store.clone();
-    let rows = tokio::task::spawn_blocking(move || store.history(&topic, since, limit))
-        .await
-        .map_err(ApiError::internal)??;
-    let mut body = String::new();
-    for r in rows {
-        body.push_str(&reading_json(&r.cid, &r.reading, false).to_string());
-        body.push('\n');
-    }
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        body,
-    )
-        .into_response())
 }
 
 /// `reading/heads[?topic=]`: the head of every source, with its holes (readings missing

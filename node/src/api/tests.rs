@@ -83,7 +83,7 @@ fn mb(topic: &str) -> String {
     multibase::encode(multibase::Base::Base64Url, topic)
 }
 
-const ROUTES: [&str; 17] = [
+const ROUTES: [&str; 19] = [
     "id",
     "version",
     "swarm/peers",
@@ -101,6 +101,8 @@ const ROUTES: [&str; 17] = [
     "reading/history",
     "reading/sub",
     "reading/heads",
+    "reading/events",
+    "node/status",
 ];
 
 #[tokio::test]
@@ -379,6 +381,164 @@ async fn a_node_still_catching_up_answers_503_with_retry_after_and_writes_nothin
     assert!(
         node.store.head("temperature", "t9").unwrap().is_none(),
         "nothing written"
+    );
+    node.shutdown().await;
+}
+
+/// JSON lines of a streamed answer.
+fn lines(v: &Value) -> Vec<Value> {
+    v.as_str()
+        .map(|s| {
+            s.lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        })
+        .unwrap_or_else(|| vec![v.clone()])
+}
+
+#[tokio::test]
+async fn history_by_range_source_and_buckets_matches_the_raw_readings() {
+    let node = node(None).await;
+    let app = router(node.api_state());
+    let now = crate::clock::now_ms();
+    // Two sources, one reading a minute for the last 30 minutes, at minute-aligned times.
+    let base = now - now % 60_000 - 30 * 60_000;
+    for i in 0..30u64 {
+        for (src, off) in [("a", 0.0), ("b", 100.0)] {
+            let uri = format!(
+                "/api/v0/reading/pub?topic=temperature&value={}&source={src}&time={}",
+                off + i as f64,
+                base + i * 60_000
+            );
+            let (st, v) = call(&app, "POST", &uri, None).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+        }
+    }
+    let get = |q: &str| {
+        let app = app.clone();
+        let uri = format!("/api/v0/reading/history?topic=temperature&{q}");
+        async move {
+            let (st, v) = call(&app, "POST", &uri, None).await;
+            assert_eq!(st, StatusCode::OK, "{uri}: {v}");
+            lines(&v)
+        }
+    };
+    assert_eq!(get("since=1h").await.len(), 60);
+    // 20 minutes back to 10 minutes back: readings 10..20 of each source.
+    let window = get("since=20m&until=10m&source=a").await;
+    assert!(window.iter().all(|r| r["source"] == "a"));
+    let got: Vec<u64> = window.iter().map(|r| r["time"].as_u64().unwrap()).collect();
+    assert!(
+        got.iter()
+            .all(|t| *t >= now - 20 * 60_000 && *t < now - 10 * 60_000),
+        "{got:?}"
+    );
+    assert!((9..=11).contains(&got.len()), "{got:?}");
+    // 10-minute buckets: three per source, summarising 10 readings each.
+    let buckets = get(&format!("since={}&every=10m", rfc3339(base))).await;
+    let a: Vec<&Value> = buckets.iter().filter(|b| b["source"] == "a").collect();
+    assert_eq!(
+        a.iter().map(|b| b["count"].as_u64().unwrap()).sum::<u64>(),
+        30,
+        "{buckets:?}"
+    );
+    for b in &a {
+        let start = b["start"].as_u64().unwrap();
+        let raw: Vec<f64> = (0..30u64)
+            .filter(|i| (base + i * 60_000) / 600_000 * 600_000 == start)
+            .map(|i| i as f64)
+            .collect();
+        assert_eq!(b["count"].as_u64().unwrap() as usize, raw.len(), "{b}");
+        assert_eq!(b["min"].as_f64().unwrap(), raw[0], "{b}");
+        assert_eq!(b["max"].as_f64().unwrap(), *raw.last().unwrap(), "{b}");
+        let mean = raw.iter().sum::<f64>() / raw.len() as f64;
+        assert!((b["mean"].as_f64().unwrap() - mean).abs() < 1e-9, "{b}");
+    }
+    let bad: [(&str, &str); 5] = [
+        ("since=1h&until=2h", "range is empty"),
+        ("since=1000days", "at most 400 days"),
+        ("since=30days&every=1s", "at most 10000"),
+        ("every=5m", "needs --since"),
+        ("since=1h&until=tomorrow", "RFC 3339"),
+    ];
+    for (q, needle) in bad {
+        let uri = format!("/api/v0/reading/history?topic=temperature&{q}");
+        let got = call(&app, "POST", &uri, None).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, needle, q);
+    }
+    node.shutdown().await;
+}
+
+fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_dashboard_is_served_without_the_token_and_the_api_refuses_other_origins() {
+    let node = node(Some("s3cret")).await;
+    let app = router(node.api_state());
+    let get = |uri: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            app.oneshot(req).await.unwrap()
+        }
+    };
+    let root = get("/").await;
+    assert!(root.status().is_redirection());
+    assert_eq!(root.headers()["location"], "/webui");
+    for (uri, kind) in [
+        ("/webui", "text/html"),
+        ("/webui/app.js", "text/javascript"),
+        ("/webui/style.css", "text/css"),
+    ] {
+        let r = get(uri).await;
+        assert_eq!(r.status(), StatusCode::OK, "{uri}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("connect-src 'self'") && csp.contains("default-src 'none'"),
+            "{csp}"
+        );
+    }
+    // The data still needs the token.
+    let got = call(&app, "POST", "/api/v0/node/status", None).await;
+    assert_error(&got, StatusCode::UNAUTHORIZED, "requires a token", "status");
+    let req = |origin: &str| {
+        Request::builder()
+            .method("POST")
+            .uri("/api/v0/node/status")
+            .header("host", "127.0.0.1:5001")
+            .header("origin", origin)
+            .header("authorization", "Bearer s3cret")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let other = app
+        .clone()
+        .oneshot(req("http://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    let own = app
+        .clone()
+        .oneshot(req("http://127.0.0.1:5001"))
+        .await
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    let body = axum::body::to_bytes(own.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["Topics"].as_array().is_some_and(|t| !t.is_empty()), "{v}");
+    assert!(
+        v["Ready"].is_boolean() && v["Store"]["Blocks"].is_u64(),
+        "{v}"
     );
     node.shutdown().await;
 }

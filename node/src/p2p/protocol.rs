@@ -1,4 +1,5 @@
-//! The `/sensornet/sync/1` request-response messages: heads of sources, and chain walks.
+//! The `/sensornet/sync/1` request-response messages: heads of sources, chain walks, and
+//! history by time range (for a node that lacks a topic or a range).
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -7,6 +8,8 @@ use serde_bytes::ByteBuf;
 pub const PROTOCOL: &str = "/sensornet/sync/1";
 /// Most blocks in one chain answer (~200 KB of readings).
 pub const MAX_CHAIN_BLOCKS: u32 = 2000;
+/// Most readings in one history answer (~200 KB); the asker pages on with `after`.
+pub const MAX_HISTORY_BLOCKS: u32 = 2000;
 
 /// A request to a peer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +28,21 @@ pub enum SyncRequest {
         /// Stop before readings older than this (unix ms): the asker's retention horizon.
         min_time: u64,
         /// Most blocks to send.
+        max: u32,
+    },
+    /// Readings of a topic with `since <= time < until`, in (time, CID) order.
+    History {
+        /// Canonical topic.
+        topic: String,
+        /// First time included (unix ms).
+        since: u64,
+        /// First time excluded (unix ms).
+        until: u64,
+        /// Only this source.
+        source: Option<String>,
+        /// (time, CID bytes) of the last reading of the previous page.
+        after: Option<(u64, ByteBuf)>,
+        /// Most blocks to send (at most [`MAX_HISTORY_BLOCKS`]).
         max: u32,
     },
 }
@@ -64,6 +82,13 @@ pub enum SyncResponse {
         blocks: Vec<ByteBuf>,
         /// Why the walk stopped.
         end: ChainEnd,
+    },
+    /// History blocks in (time, CID) order, and where the next page starts (`None`: done).
+    History {
+        /// Block bytes.
+        blocks: Vec<ByteBuf>,
+        /// The `after` of the next request, when there is more.
+        next: Option<(u64, ByteBuf)>,
     },
     /// The request could not be served.
     Error(String),

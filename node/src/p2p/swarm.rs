@@ -89,6 +89,7 @@ enum Command {
     Report(MessageId, PeerId, MessageAcceptance),
     Dial(Multiaddr, Reply<Result<PeerId, NetError>>),
     TopicPeers(Option<String>, Reply<Vec<PeerId>>),
+    MeshPeers(String, Reply<usize>),
     Topics(Reply<Vec<String>>),
     Listening(Reply<Vec<Multiaddr>>),
     Score(PeerId, Reply<Option<f64>>),
@@ -164,6 +165,10 @@ impl Handle {
     /// Peers subscribed to a topic (any topic when `None`).
     pub async fn topic_peers(&self, topic: Option<String>) -> Result<Vec<PeerId>, NetError> {
         self.ask(|r| Command::TopicPeers(topic, r)).await
+    }
+    /// How many peers are in our gossip mesh of a topic (those we forward every message to).
+    pub async fn mesh_peers(&self, topic: &str) -> Result<usize, NetError> {
+        self.ask(|r| Command::MeshPeers(topic.to_string(), r)).await
     }
     /// Topics we are subscribed to.
     pub async fn topics(&self) -> Result<Vec<String>, NetError> {
@@ -390,6 +395,10 @@ impl Task {
                         let _ = reply.send(Err(DialFailure::from(&e).into()));
                     }
                 }
+            }
+            Command::MeshPeers(topic, reply) => {
+                let hash = IdentTopic::new(topic).hash();
+                let _ = reply.send(b.gossipsub.mesh_peers(&hash).count());
             }
             Command::TopicPeers(topic, reply) => {
                 let hash = topic.map(|t| IdentTopic::new(t).hash());

@@ -421,13 +421,35 @@ impl Store {
         since_ms: u64,
         limit: usize,
     ) -> Result<Vec<StoredReading>, StoreError> {
+        self.history_page(topic, since_ms, u64::MAX, None, limit)
+    }
+
+    /// One page of a topic's readings with `since_ms <= time < until_ms`, in (time, CID)
+    /// order, at most `limit`; `after` is the (time, CID bytes) of the previous page's last
+    /// reading, so a long history is read in pages without holding one transaction open.
+    pub fn history_page(
+        &self,
+        topic: &str,
+        since_ms: u64,
+        until_ms: u64,
+        after: Option<(u64, &[u8])>,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
+        use std::ops::Bound;
         let txn = self.shared.get()?.begin_read()?;
         let idx = txn.open_table(BY_TIME)?;
         let blocks = txn.open_table(BLOCKS)?;
         let mut out = Vec::new();
-        let start: (&str, u64, &[u8]) = (topic, since_ms, &[]);
-        let end: (&str, u64, &[u8]) = (topic, u64::MAX, &[0xff; 64]);
-        for entry in idx.range(start..=end)? {
+        let start: Bound<(&str, u64, &[u8])> = match after {
+            Some((t, c)) if t >= since_ms => Bound::Excluded((topic, t, c)),
+            _ => Bound::Included((topic, since_ms, &[])),
+        };
+        let end: Bound<(&str, u64, &[u8])> = if until_ms == u64::MAX {
+            Bound::Included((topic, u64::MAX, &[0xff; 64]))
+        } else {
+            Bound::Excluded((topic, until_ms, &[]))
+        };
+        for entry in idx.range::<(&str, u64, &[u8])>((start, end))? {
             if out.len() >= limit {
                 break;
             }

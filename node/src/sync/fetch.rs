@@ -170,7 +170,7 @@ impl Fetcher {
                 tracing::debug!(%peer, error = %e, "peer could not serve the chain; will retry");
                 return Answer::Failed;
             }
-            Ok(SyncResponse::Heads(_)) => return Answer::Lacks,
+            Ok(SyncResponse::Heads(_) | SyncResponse::History { .. }) => return Answer::Lacks,
         };
         if got.is_empty() {
             return if end == ChainEnd::Done {

@@ -6,7 +6,10 @@ use libp2p::request_response::ResponseChannel;
 use serde_bytes::ByteBuf;
 use tokio::sync::{mpsc, Semaphore};
 
-use crate::p2p::protocol::{ChainEnd, SyncRequest, SyncResponse, WireHead, MAX_CHAIN_BLOCKS};
+use crate::history::{read_page, TimeRange};
+use crate::p2p::protocol::{
+    ChainEnd, SyncRequest, SyncResponse, WireHead, MAX_CHAIN_BLOCKS, MAX_HISTORY_BLOCKS,
+};
 use crate::p2p::{Handle, InboundRequest};
 use crate::store::Store;
 
@@ -43,6 +46,20 @@ pub async fn answer(
 
 fn respond(store: &Store, request: SyncRequest) -> SyncResponse {
     match request {
+        SyncRequest::History {
+            topic,
+            since,
+            until,
+            source,
+            after,
+            max,
+        } => {
+            let range = TimeRange {
+                since_ms: since,
+                until_ms: until,
+            };
+            history(store, &topic, range, source.as_deref(), after, max)
+        }
         SyncRequest::Heads { topics } => match store.heads(&topics) {
             Ok(heads) => SyncResponse::Heads(
                 heads
@@ -101,5 +118,29 @@ fn respond(store: &Store, request: SyncRequest) -> SyncResponse {
                 Err(e) => SyncResponse::Error(e.to_string()),
             }
         }
+    }
+}
+
+/// A page of local history (a source filter scans at most 8 store pages per request).
+fn history(
+    store: &Store,
+    topic: &str,
+    range: TimeRange,
+    source: Option<&str>,
+    after: Option<(u64, ByteBuf)>,
+    max: u32,
+) -> SyncResponse {
+    let max = max.clamp(1, MAX_HISTORY_BLOCKS) as usize;
+    let after = after.map(|(t, c)| (t, c.into_vec()));
+    match read_page(store, topic, range, source, after, max, 8) {
+        Ok(p) => SyncResponse::History {
+            blocks: p
+                .readings
+                .iter()
+                .map(|r| ByteBuf::from(r.reading.encode().1))
+                .collect(),
+            next: p.next.map(|(t, c)| (t, ByteBuf::from(c))),
+        },
+        Err(e) => SyncResponse::Error(e.to_string()),
     }
 }

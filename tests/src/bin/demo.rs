@@ -101,6 +101,7 @@ fn main() -> anyhow::Result<()> {
     eventually(Duration::from_secs(20), "peers", || {
         Ok((sub.peer_count()? + 1 >= args.nodes.min(2)).then_some(()))
     })?;
+    println!("dashboard of node0: http://{}/webui", sub.api);
     println!(
         "cluster ready: {} nodes; readings as node0 receives them (Ctrl-C stops):",
         args.nodes

@@ -179,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
                             println!("chain: sending blocks that do not hash to the CID");
                             SyncResponse::Chain { blocks: vec![ByteBuf::from(reading("temperature", 20.0, "°C"))], end: ChainEnd::Done }
                         }
+                        SyncRequest::History { .. } => SyncResponse::History { blocks: vec![], next: None },
                     };
                     let _ = swarm.behaviour_mut().sync.send_response(channel, resp);
                 }
