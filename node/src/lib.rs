@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod health;
 pub mod identity;
 pub mod metrics;
+pub mod mqtt;
 pub mod p2p;
 pub mod publish;
 pub mod reading;

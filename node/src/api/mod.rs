@@ -3,7 +3,7 @@
 pub mod client;
 pub mod error;
 mod kubo;
-mod readings;
+pub(crate) mod readings;
 #[cfg(test)]
 mod tests;
 
