@@ -509,6 +509,13 @@ impl Conn {
                 .and_then(Result::ok)
                 .unwrap_or_default();
             for r in rows {
+                // A resumed session already has (or is being replayed) this reading.
+                let (t, src) = (&r.reading.topic, &r.reading.source);
+                if self.replayed.contains(&r.cid)
+                    || r.reading.seq <= self.state.delivered_seq(t, src)
+                {
+                    continue;
+                }
                 self.send_reading(&r.cid, &r.reading, false, true, f.qos)
                     .await
                     .map_err(|_| End::Lost)?;
