@@ -542,3 +542,73 @@ fn credentials_addresses_and_off() {
     off.wait_ready(T).unwrap();
     off.publish("temperature", 20.0, "x").unwrap();
 }
+
+#[test]
+fn keepalive_closes_a_silent_client_and_a_lost_client_leaves_its_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(dir.path(), "a", Opts::default()).unwrap();
+    a.wait_ready(T).unwrap();
+    // 3.1.1 CONNECT, keepalive 1 s, then silence: closed after 1.5 s.
+    let mut s = TcpStream::connect(a.mqtt.as_ref().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 1, 0, 1, b'k',
+    ])
+    .unwrap();
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "accepted");
+    let t0 = Instant::now();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("closed before the read timeout");
+    let silent = t0.elapsed();
+    assert!(
+        silent >= Duration::from_millis(1200) && silent < Duration::from_secs(5),
+        "closed after {silent:?}"
+    );
+    assert!(metric(&a, "sensornet_mqtt_rejects_total{reason=\"keepalive\"}") >= 1.0);
+
+    // A clean DISCONNECT: no will.
+    let (ok, _) = msub(
+        &a,
+        &[
+            "-E",
+            "-t",
+            "chat",
+            "--will-topic",
+            "sensornet/temperature/will-clean",
+            "--will-payload",
+            "6",
+        ],
+    );
+    assert!(ok);
+    // A lost connection (the client is killed): its will becomes a reading.
+    let sub = Sub::start(
+        &a,
+        &[
+            "-t",
+            "chat",
+            "--will-topic",
+            "sensornet/temperature/will-lost",
+            "--will-payload",
+            "5",
+            "--will-qos",
+            "1",
+        ],
+    );
+    eventually(T, "the client connected", || {
+        Ok((metric(&a, "sensornet_mqtt_connections ") >= 1.0).then_some(()))
+    })
+    .unwrap();
+    drop(sub);
+    eventually(T, "the will as a reading", || {
+        Ok((values(&a.history("temperature")?, "will-lost") == vec![5.0]).then_some(()))
+    })
+    .unwrap();
+    assert!(values(&a.history("temperature").unwrap(), "will-clean").is_empty());
+    eventually(T, "connections closed", || {
+        Ok((metric(&a, "sensornet_mqtt_connections ") == 0.0).then_some(()))
+    })
+    .unwrap();
+}
