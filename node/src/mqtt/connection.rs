@@ -689,6 +689,10 @@ async fn run(
     let grace = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let mut last_heard = Instant::now();
     let stopping = conn.shared.stopping.clone();
+    // Packets a client sent right behind its CONNECT are already in the buffer.
+    if let Some(end) = drain(conn, buf, max_packet).await {
+        return end;
+    }
     loop {
         let deadline = grace.map(|g| last_heard + g);
         tokio::select! {
@@ -707,30 +711,37 @@ async fn run(
                     Ok(0) | Err(_) => return End::Lost,
                     Ok(_) => last_heard = Instant::now(),
                 }
-                loop {
-                    match codec::decode(buf, Some(conn.version), max_packet) {
-                        Ok(Some(p)) => {
-                            if let Err(end) = conn.handle(p).await {
-                                return end;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            conn.shared.metrics.mqtt_reject(reject_reason(&e));
-                            tracing::info!(client = %conn.client_id, error = %e, "bad MQTT packet; closing");
-                            let code = match e {
-                                CodecError::TooLarge { .. } => CloseCode::TooLarge,
-                                _ => CloseCode::Malformed,
-                            };
-                            return conn.close(code, End::Lost).await;
-                        }
-                    }
+                if let Some(end) = drain(conn, buf, max_packet).await {
+                    return end;
                 }
             }
             Some(f) = fwd_rx.recv() => {
                 if conn.forward(f).await.is_err() {
                     return End::Lost;
                 }
+            }
+        }
+    }
+}
+
+/// Handles every complete packet in `buf`; `Some` when the connection must end.
+async fn drain(conn: &mut Conn, buf: &mut BytesMut, max_packet: usize) -> Option<End> {
+    loop {
+        match codec::decode(buf, Some(conn.version), max_packet) {
+            Ok(Some(p)) => {
+                if let Err(end) = conn.handle(p).await {
+                    return Some(end);
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                conn.shared.metrics.mqtt_reject(reject_reason(&e));
+                tracing::info!(client = %conn.client_id, error = %e, "bad MQTT packet; closing");
+                let code = match e {
+                    CodecError::TooLarge { .. } => CloseCode::TooLarge,
+                    _ => CloseCode::Malformed,
+                };
+                return Some(conn.close(code, End::Lost).await);
             }
         }
     }
