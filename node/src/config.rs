@@ -467,4 +467,48 @@ mod tests {
         assert!(parse_multiaddr("listen", "/ip4/1.2.3.4/tcp/1").is_ok());
         assert!(parse_multiaddr("listen", "1.2.3.4:1").is_err());
     }
+
+    #[test]
+    fn mqtt_address_defaults_turns_off_and_needs_the_token_off_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repo::Repo::at(dir.path());
+        let with = |addr: Option<&str>, token: Option<&str>| {
+            let args = DaemonArgs {
+                mqtt_addr: addr.map(str::to_string),
+                ..DaemonArgs::default()
+            };
+            resolve(
+                &args,
+                FileConfig::default(),
+                &repo,
+                token.map(str::to_string),
+            )
+        };
+        assert_eq!(
+            with(None, None).unwrap().mqtt_addr,
+            Some(DEFAULT_MQTT_ADDR.parse().unwrap())
+        );
+        assert_eq!(with(Some("off"), None).unwrap().mqtt_addr, None);
+        let err = with(Some("0.0.0.0:1883"), None).unwrap_err().to_string();
+        assert!(
+            err.contains("MQTT listener")
+                && err.contains("--mqtt-addr")
+                && err.contains("--api-token"),
+            "{err}"
+        );
+        assert!(with(Some("0.0.0.0:1883"), Some("t")).is_ok());
+        assert!(with(Some("nonsense"), None).is_err());
+        // The API's own rule still reads as before.
+        let args = DaemonArgs {
+            api_addr: Some("0.0.0.0:5001".into()),
+            ..DaemonArgs::default()
+        };
+        let err = resolve(&args, FileConfig::default(), &repo, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the API would listen") && err.contains("--api-addr 127.0.0.1:5001"),
+            "{err}"
+        );
+    }
 }

@@ -612,3 +612,20 @@ fn keepalive_closes_a_silent_client_and_a_lost_client_leaves_its_will() {
     })
     .unwrap();
 }
+
+#[test]
+fn other_topics_are_raw_pubsub_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(dir.path(), "a", Opts::default()).unwrap();
+    a.wait_ready(T).unwrap();
+    let sub = Sub::start(&a, &["-q", "1", "-v", "-t", "chat/room1"]);
+    wait_subscribers(&a, "chat/room1", 1);
+    let (ok, err) = mpub(&a, &["-q", "1", "-t", "chat/room1", "-m", "hello"]);
+    assert!(ok, "{err}");
+    assert_eq!(sub.take(1, T), vec!["chat/room1 hello".to_string()]);
+    // A raw topic is no reading: nothing in the store's sensor topics.
+    assert!(a.history("chat/room1").unwrap().is_empty());
+    // Wildcards over raw topics are refused in SUBACK.
+    msub(&a, &["-W", "2", "-t", "chat/+"]);
+    assert!(metric(&a, "sensornet_mqtt_rejects_total{reason=\"bad-filter\"}") >= 1.0);
+}
