@@ -11,6 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::now_ms;
 
+/// Most persistent sessions kept: past it, the one away longest is dropped, so clients with
+/// ever-new ids cannot grow the file without bound.
+pub const MAX_SESSIONS: usize = 10_000;
+
 /// One persistent session.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
@@ -132,6 +136,20 @@ impl Sessions {
                 Some(s) => stored.insert(client_id.to_string(), s.clone()) != Some(s),
                 None => stored.remove(client_id).is_some(),
             };
+            while stored.len() > MAX_SESSIONS {
+                let oldest = stored
+                    .iter()
+                    .filter(|(id, _)| id.as_str() != client_id)
+                    .min_by_key(|(_, s)| s.disconnected_ms.unwrap_or(u64::MAX))
+                    .map(|(id, _)| id.clone());
+                match oldest {
+                    Some(id) => {
+                        tracing::info!(client = %id, "MQTT session dropped: {MAX_SESSIONS} sessions kept at most");
+                        stored.remove(&id);
+                    }
+                    None => break,
+                }
+            }
             if !changed {
                 return Ok(());
             }
