@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 use crate::publish::NewReading;
-use crate::reading::{canonical_topic, ReadingError};
+use crate::reading::canonical_topic;
 
 /// First level of every reading topic.
 pub const PREFIX: &str = "sensornet";
@@ -25,6 +25,19 @@ pub enum TopicError {
     BadFilter(String),
     #[error("{0:?}: wildcards are served under sensornet/ only; raw pubsub topics are subscribed by exact name")]
     RawWildcard(String),
+}
+
+/// A PUBLISH payload that is no reading.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("the payload is not UTF-8 text")]
+    NotText,
+    #[error(
+        "payload {0:?} is not a number: send a decimal such as 21.5, or JSON {{\"value\":21.5}}"
+    )]
+    NotNumber(String),
+    #[error("JSON payload: {0}; send {{\"value\":25.5}} with optional unit, time (unix ms), aqi")]
+    BadJson(String),
 }
 
 /// Where a PUBLISH goes.
@@ -164,9 +177,9 @@ struct JsonPayload {
 
 /// Builds the reading a PUBLISH asks for: the payload is a plain decimal or a JSON object;
 /// the node's checks (range, unit, names) run in the publisher, as for `node pub`.
-pub fn new_reading(topic: &str, source: &str, payload: &[u8]) -> Result<NewReading, ReadingError> {
+pub fn new_reading(topic: &str, source: &str, payload: &[u8]) -> Result<NewReading, PayloadError> {
     let text = std::str::from_utf8(payload)
-        .map_err(|_| ReadingError::Decode("the payload is not UTF-8 text".into()))?
+        .map_err(|_| PayloadError::NotText)?
         .trim();
     let mut new = NewReading {
         topic: topic.to_string(),
@@ -174,22 +187,16 @@ pub fn new_reading(topic: &str, source: &str, payload: &[u8]) -> Result<NewReadi
         ..NewReading::default()
     };
     if text.starts_with('{') {
-        let p: JsonPayload = serde_json::from_str(text).map_err(|e| {
-            ReadingError::Decode(format!(
-                "JSON payload: {e}; send {{\"value\":25.5}} with optional unit, time (unix ms), aqi"
-            ))
-        })?;
+        let p: JsonPayload =
+            serde_json::from_str(text).map_err(|e| PayloadError::BadJson(e.to_string()))?;
         new.value = p.value;
         new.unit = p.unit;
         new.time = p.time;
         new.aqi = p.aqi;
     } else {
-        new.value = text.parse().map_err(|_| {
-            ReadingError::Decode(format!(
-                "payload {:?} is not a number: send a decimal such as 21.5, or JSON {{\"value\":21.5}}",
-                text.chars().take(40).collect::<String>()
-            ))
-        })?;
+        new.value = text
+            .parse()
+            .map_err(|_| PayloadError::NotNumber(text.chars().take(40).collect()))?;
     }
     Ok(new)
 }
