@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks sensornet beside Mosquitto (QoS 0; QoS 1 with persistence) and a bare rust-libp2p
-# gossipsub swarm, same load, same machine, one invocation. Quick mode (the default, run in CI)
+# gossipsub swarm, same load, same machine, one invocation; MQTT QoS 1 rows (sensornet node 0 → node 2
+# and Mosquitto, the same mosquitto_pub/mosquitto_sub clients, sent/received/lost; --mqtt-only for those alone). Quick mode (the default, run in CI)
 # takes about two minutes after the release build; --full runs longer windows, a 100,000-reading
 # catch-up and 30/50-node meshes. Writes target/bench/results.json and target/bench/scale.png.
 set -euo pipefail
