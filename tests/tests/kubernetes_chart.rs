@@ -310,7 +310,7 @@ fn plain_manifests_equal_the_chart_and_dockerfile_lints() {
         "the image builds with the shared script"
     );
     assert!(dockerfile.contains("USER 10001"));
-    for port in ["4001/tcp", "4001/udp", "5001/tcp", "9401/tcp"] {
+    for port in ["4001/tcp", "4001/udp", "5001/tcp", "1883/tcp", "9401/tcp"] {
         assert!(dockerfile.contains(port), "EXPOSE {port}");
     }
 }
