@@ -13,4 +13,4 @@ fi
 venv=.tools/mqtt-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c 'import paho.mqtt' 2>/dev/null || "$venv/bin/pip" install -q 'paho-mqtt>=2,<3'
-echo "install-mqtt-clients: $(mosquitto_pub --help 2>&1 | head -n1); paho-mqtt $("$venv/bin/python" -c 'import paho.mqtt as m; print(m.__version__)')"
+echo "install-mqtt-clients: mosquitto_pub $(mosquitto_pub --help 2>&1 | grep -o "version [0-9.]*" | head -n1), paho-mqtt $("$venv/bin/python" -c 'import paho.mqtt as m; print(m.__version__)')"
