@@ -448,7 +448,19 @@ fn a_persistent_session_gets_what_it_missed_in_order_also_across_a_restart() {
         let (ok, err) = mpub(&a, &["-q", "1", "-t", "sensornet/temperature/p1", "-m", v]);
         assert!(ok, "{err}");
     }
-    a.stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15));
+    // A client still connected when the node stops: the node stops cleanly, in time.
+    let live = Sub::start(&a, &["-q", "1", "-t", "sensornet/humidity/+"]);
+    wait_subscribers(&a, "humidity", 1);
+    let t0 = Instant::now();
+    let st = a
+        .stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(15))
+        .expect("stopped");
+    assert!(
+        st.success(),
+        "clean exit with an MQTT client connected: {st}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    drop(live);
     a.spawn().unwrap();
     a.wait_ready(T).unwrap();
     let (_, lines) = msub(&a, &[&sub[..], &["-C", "2", "-W", "15"]].concat());
