@@ -1,6 +1,6 @@
-//! One MQTT client connection: CONNECT, then packets in and deliveries out until the client
-//! leaves, breaks the protocol, goes silent past 1.5x its keepalive, is taken over by a new
-//! connection with its client id, or the node stops.
+//! One connected MQTT client: packets in and deliveries out until the client leaves, breaks
+//! the protocol, goes silent past 1.5x its keepalive, is taken over by a new connection with
+//! its client id, or the node stops. [`super::handshake`] gets it this far.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -8,18 +8,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::codec::{
-    self, AckCode, CloseCode, CodecError, ConnCode, Connect, Incoming, Outgoing, SubCode, Version,
-    Will,
+    self, AckCode, CloseCode, CodecError, ConnCode, Incoming, Outgoing, SubCode, Version,
 };
+use super::handshake::conn_ack;
 use super::history;
 use super::session::SessionState;
 use super::topics::{self, Filter, Selects, Target};
@@ -29,27 +27,23 @@ use crate::bus::{Delivery, Received};
 use crate::publish::PublishError;
 use crate::reading::Reading;
 
-/// A client must send CONNECT this soon after connecting.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that does not take a packet for this long is cut off (it holds our buffers).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deliveries queued between the bus and one connection.
-const FORWARD_QUEUE: usize = 1024;
+pub(super) const FORWARD_QUEUE: usize = 1024;
 /// QoS 1 deliveries tracked until acknowledged; past this a client that never acknowledges
 /// is not tracked further (its session may then be replayed readings it already has).
 const MAX_INFLIGHT: usize = 10_000;
-/// Longest client id accepted.
-const MAX_CLIENT_ID: usize = 256;
 
 /// What the bus forwards to a connection.
-enum Fwd {
+pub(super) enum Fwd {
     Delivery(String, Arc<Delivery>),
     Dropped(u64),
 }
 
 /// Why a connection ends, which decides whether the will is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
+pub(super) enum End {
     /// DISCONNECT: no will.
     Clean,
     /// 5.0 DISCONNECT with reason 0x04: the will is published.
@@ -60,68 +54,7 @@ enum End {
     Quiet,
 }
 
-/// Serves one accepted TCP connection to its end.
-pub async fn serve(stream: TcpStream, shared: Arc<Shared>) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, wr) = stream.into_split();
-    let mut buf = BytesMut::with_capacity(4096);
-    let connect = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        read_connect(&mut rd, &mut buf, shared.limits.max_packet),
-    )
-    .await
-    {
-        Ok(Ok(c)) => c,
-        Ok(Err(ConnectFailed::BadVersion(level))) => {
-            shared.metrics.mqtt_reject("bad-version");
-            tracing::info!(level, "MQTT client with an unsupported protocol level");
-            let mut conn = Conn::new(Version::V4, String::new(), wr, shared, false);
-            let _ = conn
-                .send(&conn_ack(ConnCode::BadVersion, false, None, 0))
-                .await;
-            return;
-        }
-        Ok(Err(ConnectFailed::Bad(e))) => {
-            shared.metrics.mqtt_reject(reject_reason(&e));
-            tracing::info!(error = %e, "MQTT connection refused before CONNECT");
-            return;
-        }
-        Ok(Err(ConnectFailed::Closed)) => return,
-        Err(_) => {
-            shared.metrics.mqtt_reject("connect-timeout");
-            return;
-        }
-    };
-    session(connect, rd, buf, wr, shared).await;
-}
-
-enum ConnectFailed {
-    BadVersion(u8),
-    Bad(CodecError),
-    Closed,
-}
-
-async fn read_connect(
-    rd: &mut OwnedReadHalf,
-    buf: &mut BytesMut,
-    max: usize,
-) -> Result<Connect, ConnectFailed> {
-    loop {
-        match codec::decode(buf, None, max) {
-            Ok(Some(Incoming::Connect(c))) => return Ok(c),
-            Ok(Some(_)) => return Err(ConnectFailed::Bad(CodecError::NotConnect)),
-            Ok(None) => {}
-            Err(CodecError::BadVersion(l)) => return Err(ConnectFailed::BadVersion(l)),
-            Err(e) => return Err(ConnectFailed::Bad(e)),
-        }
-        match rd.read_buf(buf).await {
-            Ok(0) | Err(_) => return Err(ConnectFailed::Closed),
-            Ok(_) => {}
-        }
-    }
-}
-
-fn reject_reason(e: &CodecError) -> &'static str {
+pub(super) fn reject_reason(e: &CodecError) -> &'static str {
     match e {
         CodecError::TooLarge { .. } => "too-large",
         CodecError::BadVersion(_) => "bad-version",
@@ -129,39 +62,30 @@ fn reject_reason(e: &CodecError) -> &'static str {
     }
 }
 
-fn conn_ack(code: ConnCode, present: bool, assigned: Option<String>, max: u32) -> Outgoing {
-    Outgoing::ConnAck {
-        session_present: present,
-        code,
-        assigned_id: assigned,
-        max_packet: max,
-    }
-}
-
 /// The client's state while it is connected.
-struct Conn {
-    version: Version,
-    client_id: String,
-    wr: OwnedWriteHalf,
-    shared: Arc<Shared>,
+pub(super) struct Conn {
+    pub(super) version: Version,
+    pub(super) client_id: String,
+    pub(super) wr: OwnedWriteHalf,
+    pub(super) shared: Arc<Shared>,
     /// The session outlives the connection.
-    persistent: bool,
-    state: SessionState,
-    filters: Vec<Filter>,
+    pub(super) persistent: bool,
+    pub(super) state: SessionState,
+    pub(super) filters: Vec<Filter>,
     /// Bus topics followed (each by one forwarder task).
-    followed: HashSet<String>,
-    fwd_tx: mpsc::Sender<Fwd>,
-    forwarders: JoinSet<()>,
+    pub(super) followed: HashSet<String>,
+    pub(super) fwd_tx: mpsc::Sender<Fwd>,
+    pub(super) forwarders: JoinSet<()>,
     /// QoS 1 deliveries awaiting PUBACK: pkid → (topic, source, seq).
-    inflight: HashMap<u16, (String, String, u64)>,
-    next_pkid: u16,
+    pub(super) inflight: HashMap<u16, (String, String, u64)>,
+    pub(super) next_pkid: u16,
     /// CIDs replayed from the store, skipped when they also arrive live.
-    replayed: HashSet<Cid>,
-    out: BytesMut,
+    pub(super) replayed: HashSet<Cid>,
+    pub(super) out: BytesMut,
 }
 
 impl Conn {
-    fn new(
+    pub(super) fn new(
         version: Version,
         client_id: String,
         wr: OwnedWriteHalf,
@@ -187,7 +111,7 @@ impl Conn {
         }
     }
 
-    async fn send(&mut self, p: &Outgoing) -> std::io::Result<()> {
+    pub(super) async fn send(&mut self, p: &Outgoing) -> std::io::Result<()> {
         self.out.clear();
         codec::encode(self.version, p, &mut self.out).map_err(std::io::Error::other)?;
         if self.out.is_empty() {
@@ -200,7 +124,7 @@ impl Conn {
     }
 
     /// Closes with a reason (5.0 DISCONNECT; 3.1.1 has none and just closes).
-    async fn close(&mut self, code: CloseCode, end: End) -> End {
+    pub(super) async fn close(&mut self, code: CloseCode, end: End) -> End {
         let _ = self.send(&Outgoing::Disconnect(code)).await;
         end
     }
@@ -211,7 +135,7 @@ impl Conn {
     }
 
     /// Every topic a wildcard topic level can reach: the kept topics and those in the store.
-    fn all_topics(&self) -> Vec<String> {
+    pub(super) fn all_topics(&self) -> Vec<String> {
         let mut topics = self.shared.topics.clone();
         if let Ok(stored) = self.shared.store.topics() {
             topics.extend(stored);
@@ -329,7 +253,11 @@ impl Conn {
     }
 
     /// Publishes through the node's publisher; the error is the PUBACK a 5.0 client gets.
-    async fn publish(&self, topic: &str, payload: &Bytes) -> Result<(), (AckCode, &'static str)> {
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        payload: &Bytes,
+    ) -> Result<(), (AckCode, &'static str)> {
         let invalid = |e: String| (AckCode::Invalid(e), "bad-reading");
         let target =
             topics::target(topic).map_err(|e| (AckCode::Invalid(e.to_string()), "bad-topic"))?;
@@ -352,7 +280,7 @@ impl Conn {
         })
     }
 
-    async fn persist(&self) {
+    pub(super) async fn persist(&self) {
         let state = if self.persistent {
             Some(self.state.clone())
         } else {
@@ -454,7 +382,7 @@ impl Conn {
         }
     }
 
-    fn subscriptions(&self) -> Vec<(String, u8)> {
+    pub(super) fn subscriptions(&self) -> Vec<(String, u8)> {
         self.filters
             .iter()
             .map(|f| (f.text.clone(), f.qos))
@@ -525,7 +453,7 @@ impl Conn {
     }
 
     /// Resumes a stored session: follows its filters, then sends what it missed.
-    async fn resume(&mut self) -> std::io::Result<()> {
+    pub(super) async fn resume(&mut self) -> std::io::Result<()> {
         let mut filters = Vec::new();
         for (text, qos) in &self.state.subscriptions {
             if let Ok(f) = Filter::parse(text, *qos) {
@@ -557,117 +485,8 @@ impl Conn {
     }
 }
 
-async fn session(
-    c: Connect,
-    mut rd: OwnedReadHalf,
-    mut buf: BytesMut,
-    wr: OwnedWriteHalf,
-    shared: Arc<Shared>,
-) {
-    let max_packet = shared.limits.max_packet;
-    let persistent = match c.version {
-        Version::V4 => !c.clean_start,
-        Version::V5 => c.session_expiry.unwrap_or(0) > 0,
-    };
-    let mut conn = Conn::new(
-        c.version,
-        c.client_id.clone(),
-        wr,
-        shared.clone(),
-        persistent,
-    );
-    if let Some(token) = &shared.token {
-        let ok = c
-            .password
-            .as_deref()
-            .is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes())));
-        if !ok {
-            shared.metrics.mqtt_reject("bad-credentials");
-            tracing::info!(client = %c.client_id, "MQTT client with a missing or wrong password (the API token)");
-            let _ = conn
-                .send(&conn_ack(ConnCode::BadCredentials, false, None, 0))
-                .await;
-            return;
-        }
-    }
-    let mut assigned = None;
-    if c.client_id.is_empty() {
-        if persistent {
-            shared.metrics.mqtt_reject("bad-client-id");
-            let _ = conn
-                .send(&conn_ack(ConnCode::BadClientId, false, None, 0))
-                .await;
-            return;
-        }
-        conn.client_id = format!("sensornet-{:016x}", rand::random::<u64>());
-        assigned = (c.version == Version::V5).then(|| conn.client_id.clone());
-    } else if c.client_id.len() > MAX_CLIENT_ID {
-        shared.metrics.mqtt_reject("bad-client-id");
-        let _ = conn
-            .send(&conn_ack(ConnCode::BadClientId, false, None, 0))
-            .await;
-        return;
-    }
-    let id = conn.client_id.clone();
-    let (conn_no, taken) = shared.sessions.attach(&id);
-    let stored = if c.clean_start {
-        if let Err(e) = shared.sessions.put(&id, None).await {
-            tracing::warn!(client = %id, error = %e, "old MQTT session not removed");
-        }
-        None
-    } else {
-        shared.sessions.get(&id)
-    };
-    let present = stored.is_some();
-    let expiry = match c.version {
-        Version::V4 => u32::MAX,
-        Version::V5 => c.session_expiry.unwrap_or(0),
-    };
-    conn.state = stored.unwrap_or_else(|| SessionState::new(expiry));
-    conn.state.expiry_s = expiry;
-    conn.state.disconnected_ms = None;
-    let (fwd_tx, mut fwd_rx) = mpsc::channel(FORWARD_QUEUE);
-    conn.fwd_tx = fwd_tx;
-    shared.metrics.mqtt_connections.inc();
-    let will = c.will.clone();
-    let end = run(
-        &mut conn,
-        &mut rd,
-        &mut buf,
-        &mut fwd_rx,
-        present,
-        assigned,
-        &taken,
-        c.keep_alive,
-        max_packet,
-    )
-    .await;
-    conn.forwarders.abort_all();
-    if matches!(end, End::Lost | End::CleanWithWill) {
-        if let Some(w) = will {
-            publish_will(&conn, &w).await;
-        }
-    }
-    if shared.sessions.is_current(&id, conn_no) {
-        conn.state.disconnected_ms = Some(crate::clock::now_ms());
-        conn.persist().await;
-    }
-    shared.sessions.detach(&id, conn_no);
-    shared.metrics.mqtt_connections.dec();
-    tracing::debug!(client = %id, ?end, "MQTT connection ended");
-}
-
-async fn publish_will(conn: &Conn, w: &Will) {
-    match conn.publish(&w.topic, &w.payload).await {
-        Ok(()) => tracing::info!(client = %conn.client_id, topic = %w.topic, "MQTT will published"),
-        Err((code, _)) => {
-            tracing::info!(client = %conn.client_id, topic = %w.topic, ?code, "MQTT will refused")
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
-async fn run(
+pub(super) async fn run(
     conn: &mut Conn,
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,

@@ -45,7 +45,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
                 Ok(slot) => {
                     let shared = shared.clone();
                     conns.spawn(async move {
-                        super::connection::serve(stream, shared).await;
+                        super::handshake::serve(stream, shared).await;
                         drop(slot);
                     });
                 }

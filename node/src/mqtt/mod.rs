@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod connection;
+pub mod handshake;
 pub mod history;
 pub mod listener;
 pub mod session;
