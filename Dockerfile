@@ -18,10 +18,11 @@ ENV SENSORNET_PATH=/data \
     SENSORNET_INIT=true \
     SENSORNET_API_ADDR=127.0.0.1:5001 \
     SENSORNET_METRICS_ADDR=0.0.0.0:9401 \
+    SENSORNET_MQTT_ADDR=127.0.0.1:1883 \
     SENSORNET_LISTEN=/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1 \
     SENSORNET_LOG_FORMAT=json
-# Swarm (TCP and QUIC), API (loopback unless a token is set), metrics and health.
-EXPOSE 4001/tcp 4001/udp 5001/tcp 9401/tcp
+# Swarm (TCP and QUIC), API and MQTT (loopback unless a token is set), metrics and health.
+EXPOSE 4001/tcp 4001/udp 5001/tcp 1883/tcp 9401/tcp
 VOLUME ["/data"]
 ENTRYPOINT ["node"]
 CMD ["daemon"]

@@ -20,6 +20,9 @@ struct Args {
     /// The full run: longer windows, 100,000-reading catch-up, 30 and 50 nodes.
     #[arg(long)]
     full: bool,
+    /// Only the MQTT QoS 1 rows (sensornet across three nodes and Mosquitto, same clients).
+    #[arg(long)]
+    mqtt_only: bool,
     /// Where results.json and scale.png go.
     #[arg(long, default_value = "target/bench")]
     out: std::path::PathBuf,
@@ -370,6 +373,163 @@ fn kubo_delay(dir: &std::path::Path, rate: u64, secs: u64) -> anyhow::Result<(Ve
     ))
 }
 
+/// A Mosquitto broker on a free loopback port, persistence on or off.
+fn broker(dir: &std::path::Path, persist: bool, name: &str) -> anyhow::Result<(Proc, u16)> {
+    let port = free_port();
+    let conf = dir.join(format!("mosquitto-{name}.conf"));
+    let store = dir.join(format!("mq-{name}"));
+    std::fs::create_dir_all(&store)?;
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {persist}\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\nmax_inflight_messages 100\n",
+            store.display()
+        ),
+    )?;
+    let p = Proc(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("mosquitto missing: scripts/install-bench-tools.sh")?,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    Ok((p, port))
+}
+
+/// One MQTT QoS 1 run, the same clients for every system: `count` messages through
+/// `mosquitto_pub -l -q 1` into `pub_at` as fast as they are acknowledged, `mosquitto_sub -q 1`
+/// on `sub_at`. Reports sent, received, lost and the acknowledged rate (sent / time until the
+/// publisher exits after its last PUBACK).
+fn mqtt_qos1(
+    pub_at: &str,
+    sub_at: &str,
+    topic: &str,
+    filter: &str,
+    count: u64,
+) -> anyhow::Result<Value> {
+    let split = |a: &str| {
+        let (h, p) = a.rsplit_once(':').expect("HOST:PORT");
+        (h.to_string(), p.to_string())
+    };
+    let ((ph, pp), (sh, sp)) = (split(pub_at), split(sub_at));
+    let mut sub = Proc(
+        Command::new("mosquitto_sub")
+            .args(["-h", &sh, "-p", &sp, "-t", filter, "-q", "1"])
+            .stdout(Stdio::piped())
+            .spawn()?,
+    );
+    let out = sub.0.stdout.take().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let r2 = received.clone();
+    let reader = std::thread::spawn(move || {
+        for _ in BufReader::new(out).lines().map_while(Result::ok) {
+            r2.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut publ = Proc(
+        Command::new("mosquitto_pub")
+            .args(["-h", &ph, "-p", &pp, "-t", topic, "-q", "1", "-l"])
+            .stdin(Stdio::piped())
+            .spawn()?,
+    );
+    let mut stdin = publ.0.stdin.take().unwrap();
+    let start = Instant::now();
+    // mosquitto_pub queues stdin lines without bound and stops at the first PUBACK whose
+    // message id equals its last one's, so the count stays below the 16-bit id space: the
+    // time until it exits is the time until the server acknowledged all of them.
+    let sent = count.min(60_000);
+    for i in 0..sent {
+        writeln!(stdin, "{:.1}", 20.0 + (i % 100) as f64 / 10.0)?;
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(st) = publ.0.try_wait()? {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            eprintln!("mosquitto_pub still running after 300 s; stopped");
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let _ = eventually(
+        Duration::from_secs(20),
+        "the subscriber's last message",
+        || Ok((received.load(Ordering::Relaxed) >= sent).then_some(())),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    drop(sub);
+    let _ = reader.join();
+    let got = received.load(Ordering::Relaxed);
+    Ok(json!({
+        "sent": sent, "received": got, "lost": sent.saturating_sub(got),
+        "publisher_ok": status.is_some_and(|s| s.success()), "acked_per_s": sent as f64 / elapsed,
+    }))
+}
+
+/// The MQTT QoS 1 rows: into node 0 and out of node 2 of a three-node mesh (each reading
+/// fsync'd on node 0 before its PUBACK, then checked in node 2's history), and Mosquitto with
+/// persistence, same clients.
+fn mqtt_rows(dir: &std::path::Path, nodes: &[Daemon], count: u64) -> anyhow::Result<Value> {
+    let a = nodes[0]
+        .mqtt
+        .clone()
+        .context("node 0 has no MQTT listener")?;
+    let c = nodes[2]
+        .mqtt
+        .clone()
+        .context("node 2 has no MQTT listener")?;
+    let source = format!("bench-mqtt-{}", now_ns());
+    let topic = format!("sensornet/temperature/{source}");
+    let mut sn = mqtt_qos1(&a, &c, &topic, &topic, count)?;
+    let sent = sn["sent"].as_u64().unwrap_or(0) as usize;
+    let stored = |n: &Daemon| {
+        n.history("temperature")
+            .map(|h| h.iter().filter(|r| r["source"] == source.as_str()).count())
+            .unwrap_or(0)
+    };
+    let _ = eventually(
+        Duration::from_secs(30),
+        "node 2 stores every reading",
+        || Ok((stored(&nodes[2]) >= sent).then_some(())),
+    );
+    sn["stored_node0"] = json!(stored(&nodes[0]));
+    sn["stored_node2"] = json!(stored(&nodes[2]));
+    let (_broker, port) = broker(dir, true, "mqtt-qos1")?;
+    let at = format!("127.0.0.1:{port}");
+    let mq = mqtt_qos1(&at, &at, "bench", "bench", count)?;
+    Ok(json!({"sensornet": sn, "mosquitto": mq}))
+}
+
+fn print_mqtt(m: &Value) {
+    println!("\n## MQTT QoS 1, same clients (mosquitto_pub -l -q 1, mosquitto_sub -q 1)\n| system | sent | received | lost | acked/s |\n|---|---:|---:|---:|---:|");
+    for (name, v) in [
+        (
+            "sensornet: node 0 → node 2 (fsync'd before PUBACK)",
+            &m["sensornet"],
+        ),
+        ("Mosquitto, persistence on", &m["mosquitto"]),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {:.0} |",
+            v["sent"],
+            v["received"],
+            v["lost"],
+            f(&v["acked_per_s"])
+        );
+    }
+    println!(
+        "sensornet stored on node 0: {}, on node 2: {}",
+        m["sensornet"]["stored_node0"], m["sensornet"]["stored_node2"]
+    );
+}
+
 /// Three bare gossipsub nodes in a line; delays seen at the far end.
 fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
     let spawn = |args: Vec<String>| -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<String>)> {
@@ -441,11 +601,25 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let secs = if args.full { 20 } else { 5 };
+    // One connection's QoS 1 publishes wait for their fsync one by one: keep CI's quick run short.
+    let mqtt_count = if args.full { 60_000 } else { 5_000 };
     let dir = tempfile::Builder::new()
         .prefix("sensornet-bench-")
         .tempdir()?;
     let mut r = serde_json::Map::new();
     let t_all = Instant::now();
+    if args.mqtt_only {
+        let nodes = mesh(dir.path(), 3)?;
+        let m = mqtt_rows(dir.path(), &nodes, mqtt_count)?;
+        drop(nodes);
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(
+            args.out.join("mqtt.json"),
+            serde_json::to_string_pretty(&m)?,
+        )?;
+        print_mqtt(&m);
+        return Ok(());
+    }
 
     // Start-up and idle memory of one node.
     let mut starts = Vec::new();
@@ -520,6 +694,10 @@ fn main() -> anyhow::Result<()> {
     r.insert("mosquitto_qos1_persist_throughput_per_s".into(), json!(mq1));
     let (_, mq0) = mosquitto(dir.path(), 0, false, 0, secs)?;
     r.insert("mosquitto_qos0_throughput_per_s".into(), json!(mq0));
+    r.insert(
+        "mqtt_qos1".into(),
+        mqtt_rows(dir.path(), &nodes, mqtt_count)?,
+    );
     drop(nodes);
     eprintln!("throughput done");
 
@@ -603,6 +781,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     print_table(&results);
+    print_mqtt(&results["mqtt_qos1"]);
     Ok(())
 }
 

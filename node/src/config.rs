@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LISTEN: [&str; 2] = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"];
 /// Default API address: loopback only, as Kubo.
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:5001";
+/// Default MQTT listener address: loopback only, as the API.
+pub const DEFAULT_MQTT_ADDR: &str = "127.0.0.1:1883";
 /// Default metrics and health address: reachable by Prometheus and the kubelet.
 pub const DEFAULT_METRICS_ADDR: &str = "0.0.0.0:9401";
 /// Default connection budget (in and out): a few meshes' worth, far below file-descriptor
@@ -30,8 +32,17 @@ pub enum ConfigError {
         value: String,
         why: String,
     },
-    #[error("the API would listen on {0}, off loopback, without a token: anyone reaching it could publish. Set --api-token (or SENSORNET_API_TOKEN), or bind --api-addr 127.0.0.1:5001")]
-    OpenApi(SocketAddr),
+    #[error("the {what} would listen on {addr}, off loopback, without a token: anyone reaching it could publish. Set --api-token (or SENSORNET_API_TOKEN), or bind {flag} {loopback}")]
+    Open {
+        /// "API" or "MQTT listener".
+        what: &'static str,
+        /// The flag that sets the address.
+        flag: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The loopback default to suggest.
+        loopback: &'static str,
+    },
 }
 
 /// How long and how much of a topic the store keeps.
@@ -92,6 +103,8 @@ pub struct FileConfig {
     pub api_token: Option<String>,
     /// Metrics and health address.
     pub metrics_addr: Option<String>,
+    /// MQTT listener address, or `off`.
+    pub mqtt_addr: Option<String>,
     /// Discover peers on the LAN with mDNS.
     pub mdns: Option<bool>,
     /// Peers kept (accepted up to twice as many, then trimmed).
@@ -119,6 +132,7 @@ impl FileConfig {
 # bootstrap = ["/dns4/sensornet-headless.default.svc.cluster.local/tcp/4001"]
 # api_addr = "{api}"          # a non-loopback address requires api_token
 # metrics_addr = "{metrics}"
+# mqtt_addr = "{mqtt}"         # or "off"; a non-loopback address requires api_token (the MQTT password)
 # mdns = false
 # max_connections = {max_connections}     # peers kept; up to twice as many are accepted, then trimmed
 # bootstrap_dials = {bootstrap_dials}       # addresses of each bootstrap name kept connected
@@ -143,6 +157,7 @@ impl FileConfig {
             metrics = DEFAULT_METRICS_ADDR,
             max_connections = DEFAULT_MAX_CONNECTIONS,
             bootstrap_dials = DEFAULT_BOOTSTRAP_DIALS,
+            mqtt = DEFAULT_MQTT_ADDR,
             topics = DEFAULT_TOPICS,
         )
     }
@@ -161,6 +176,8 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Metrics address.
     pub metrics_addr: SocketAddr,
+    /// MQTT listener address; `None` when `--mqtt-addr off`.
+    pub mqtt_addr: Option<SocketAddr>,
     /// mDNS discovery.
     pub mdns: bool,
     /// Connection budget.
@@ -237,6 +254,9 @@ pub struct DaemonArgs {
     /// Metrics and health address (/metrics, /healthz, /readyz) [default: 0.0.0.0:9401].
     #[arg(long, env = "SENSORNET_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
+    /// MQTT listener address, or off [default: 127.0.0.1:1883]; off loopback it requires --api-token (the MQTT password).
+    #[arg(long, env = "SENSORNET_MQTT_ADDR", value_name = "HOST:PORT|off")]
+    pub mqtt_addr: Option<String>,
     /// Run a sensor inside this node: temperature, humidity or air-quality.
     #[arg(long, env = "SENSORNET_SENSOR", value_name = "KIND")]
     pub sensor: Option<String>,
@@ -315,9 +335,27 @@ pub fn resolve(
             .unwrap_or(DEFAULT_METRICS_ADDR),
     )?;
     let api_token = api_token.or(file.api_token).filter(|t| !t.is_empty());
-    if !api_addr.ip().is_loopback() && api_token.is_none() {
-        return Err(ConfigError::OpenApi(api_addr));
-    }
+    require_token("API", "--api-addr", DEFAULT_API_ADDR, api_addr, &api_token)?;
+    let mqtt_addr = match args
+        .mqtt_addr
+        .as_deref()
+        .or(file.mqtt_addr.as_deref())
+        .unwrap_or(DEFAULT_MQTT_ADDR)
+        .trim()
+    {
+        "off" | "none" | "" => None,
+        s => {
+            let addr = parse_socket("--mqtt-addr", s)?;
+            require_token(
+                "MQTT listener",
+                "--mqtt-addr",
+                DEFAULT_MQTT_ADDR,
+                addr,
+                &api_token,
+            )?;
+            Some(addr)
+        }
+    };
     let mut sensor = file.sensor;
     if let Some(kind) = &args.sensor {
         sensor = Some(SensorConfig {
@@ -391,6 +429,7 @@ pub fn resolve(
         api_addr,
         api_token,
         metrics_addr,
+        mqtt_addr,
         mdns: args.mdns || file.mdns.unwrap_or(false),
         limits: crate::p2p::behaviour::Limits { max_connections },
         bootstrap_dials,
@@ -402,6 +441,26 @@ pub fn resolve(
         swarm_key,
         seed: args.seed,
     })
+}
+
+/// A listener that accepts writes may leave loopback only behind the API token: the API and
+/// the MQTT listener share this rule (and the token).
+fn require_token(
+    what: &'static str,
+    flag: &'static str,
+    loopback: &'static str,
+    addr: SocketAddr,
+    token: &Option<String>,
+) -> Result<(), ConfigError> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(ConfigError::Open {
+            what,
+            flag,
+            addr,
+            loopback,
+        });
+    }
+    Ok(())
 }
 
 /// Parses a multiaddr, saying which setting was wrong.
@@ -456,5 +515,49 @@ mod tests {
         assert!(parse_socket("api", "nonsense").is_err());
         assert!(parse_multiaddr("listen", "/ip4/1.2.3.4/tcp/1").is_ok());
         assert!(parse_multiaddr("listen", "1.2.3.4:1").is_err());
+    }
+
+    #[test]
+    fn mqtt_address_defaults_turns_off_and_needs_the_token_off_loopback() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::repo::Repo::at(dir.path());
+        let with = |addr: Option<&str>, token: Option<&str>| {
+            let args = DaemonArgs {
+                mqtt_addr: addr.map(str::to_string),
+                ..DaemonArgs::default()
+            };
+            resolve(
+                &args,
+                FileConfig::default(),
+                &repo,
+                token.map(str::to_string),
+            )
+        };
+        assert_eq!(
+            with(None, None).unwrap().mqtt_addr,
+            Some(DEFAULT_MQTT_ADDR.parse().unwrap())
+        );
+        assert_eq!(with(Some("off"), None).unwrap().mqtt_addr, None);
+        let err = with(Some("0.0.0.0:1883"), None).unwrap_err().to_string();
+        assert!(
+            err.contains("MQTT listener")
+                && err.contains("--mqtt-addr")
+                && err.contains("--api-token"),
+            "{err}"
+        );
+        assert!(with(Some("0.0.0.0:1883"), Some("t")).is_ok());
+        assert!(with(Some("nonsense"), None).is_err());
+        // The API's own rule still reads as before.
+        let args = DaemonArgs {
+            api_addr: Some("0.0.0.0:5001".into()),
+            ..DaemonArgs::default()
+        };
+        let err = resolve(&args, FileConfig::default(), &repo, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the API would listen") && err.contains("--api-addr 127.0.0.1:5001"),
+            "{err}"
+        );
     }
 }

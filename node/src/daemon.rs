@@ -195,6 +195,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// Bound metrics/health address.
     pub metrics_addr: SocketAddr,
+    /// Bound MQTT address; `None` with `--mqtt-addr off`.
+    pub mqtt_addr: Option<SocketAddr>,
     /// Bound swarm addresses.
     pub swarm_addrs: Vec<Multiaddr>,
     repo: Repo,
@@ -254,6 +256,14 @@ pub async fn start(repo: Repo, config: Config) -> anyhow::Result<Running> {
             format!("cannot bind the metrics address {metrics_addr_want} (--metrics-addr)")
         })?;
     let metrics_addr = metrics_listener.local_addr()?;
+    let mqtt_listener = match node.config.mqtt_addr {
+        Some(addr) => Some(crate::mqtt::bind(addr).await?),
+        None => None,
+    };
+    let mqtt_addr = match &mqtt_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
 
     let api_stop = CancellationToken::new();
     let metrics_stop = CancellationToken::new();
@@ -273,6 +283,22 @@ pub async fn start(repo: Repo, config: Config) -> anyhow::Result<Running> {
             metrics_stop.clone(),
         ),
     );
+    if let Some(listener) = mqtt_listener {
+        let shared = crate::mqtt::Shared {
+            publisher: node.publisher.clone(),
+            bus: node.bus.clone(),
+            store: node.store.clone(),
+            metrics: node.metrics.clone(),
+            sessions: crate::mqtt::Sessions::load(Some(repo.mqtt_sessions_path())),
+            token: node.config.api_token.clone(),
+            topics: node.config.topics.clone(),
+            // Connections see shutdown begin, say so to their clients and save sessions.
+            stopping: node.tasks.stopping(),
+            limits: crate::mqtt::Limits::default(),
+        };
+        node.tasks
+            .core("mqtt", crate::mqtt::run(listener, Arc::new(shared)));
+    }
     node.tasks.service(
         "housekeeping",
         crate::retention::run(
@@ -298,6 +324,7 @@ pub async fn start(repo: Repo, config: Config) -> anyhow::Result<Running> {
         swarm: swarm_addrs.iter().map(ToString::to_string).collect(),
         api: socket_to_multiaddr(&api_addr),
         metrics: socket_to_multiaddr(&metrics_addr),
+        mqtt: mqtt_addr.as_ref().map(socket_to_multiaddr),
     }
     .write(&repo)
     .with_context(|| format!("cannot write {}", repo.daemon_file().display()))?;
@@ -307,6 +334,7 @@ pub async fn start(repo: Repo, config: Config) -> anyhow::Result<Running> {
         node,
         api_addr,
         metrics_addr,
+        mqtt_addr,
         swarm_addrs,
         repo,
         api_stop,
@@ -371,6 +399,9 @@ pub async fn run(repo: Repo, config: Config) -> anyhow::Result<()> {
         "Metrics server listening on {}",
         socket_to_multiaddr(&running.metrics_addr)
     );
+    if let Some(a) = &running.mqtt_addr {
+        println!("MQTT listener on {}", socket_to_multiaddr(a));
+    }
     let mut ready = running.node.ready.clone();
     let outcome = loop {
         tokio::select! {
@@ -433,6 +464,7 @@ mod tests {
             listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
             api_addr: Some("127.0.0.1:0".into()),
             metrics_addr: Some("127.0.0.1:0".into()),
+            mqtt_addr: Some("127.0.0.1:0".into()),
             ..DaemonArgs::default()
         };
         let config = resolve(&args, FileConfig::default(), &repo, None).unwrap();

@@ -14,6 +14,7 @@ pub mod health;
 pub mod history;
 pub mod identity;
 pub mod metrics;
+pub mod mqtt;
 pub mod p2p;
 pub mod publish;
 pub mod reading;

@@ -34,6 +34,13 @@ pub struct SourceLabel {
     pub source: String,
 }
 
+/// `{reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Short reason (`malformed`, `too-large`, `bad-credentials`, `bad-reading`, ...).
+    pub reason: String,
+}
+
 /// `{route, status}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
@@ -94,9 +101,26 @@ pub struct Metrics {
     pub subscriber_dropped: Family<TopicLabel, Counter>,
     /// API requests.
     pub api_requests: Family<RouteLabel, Counter>,
+    /// Open MQTT connections.
+    pub mqtt_connections: Gauge,
+    /// MQTT PUBLISH packets received from clients.
+    pub mqtt_messages_in: Counter,
+    /// MQTT PUBLISH packets sent to clients.
+    pub mqtt_messages_out: Counter,
+    /// MQTT packets, connections and subscriptions refused, by reason.
+    pub mqtt_rejects: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
+    /// Counts one refused MQTT packet, connection or subscription.
+    pub fn mqtt_reject(&self, reason: &str) {
+        self.mqtt_rejects
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     /// Registers everything under the `sensornet` prefix.
     pub fn register(registry: &mut Registry) -> Metrics {
         let m = Metrics {
@@ -121,6 +145,10 @@ impl Metrics {
             subscribers: Default::default(),
             subscriber_dropped: Default::default(),
             api_requests: Default::default(),
+            mqtt_connections: Default::default(),
+            mqtt_messages_in: Default::default(),
+            mqtt_messages_out: Default::default(),
+            mqtt_rejects: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("sensornet");
         r.register(
@@ -223,6 +251,26 @@ impl Metrics {
             "api_requests",
             "API requests by route and status",
             m.api_requests.clone(),
+        );
+        r.register(
+            "mqtt_connections",
+            "Open MQTT connections",
+            m.mqtt_connections.clone(),
+        );
+        r.register(
+            "mqtt_messages_in",
+            "MQTT PUBLISH packets received from clients",
+            m.mqtt_messages_in.clone(),
+        );
+        r.register(
+            "mqtt_messages_out",
+            "MQTT PUBLISH packets sent to clients",
+            m.mqtt_messages_out.clone(),
+        );
+        r.register(
+            "mqtt_rejects",
+            "MQTT packets, connections and subscriptions refused, by reason",
+            m.mqtt_rejects.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
         m

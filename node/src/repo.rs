@@ -73,6 +73,10 @@ impl Repo {
     pub fn daemon_file(&self) -> PathBuf {
         self.root.join("daemon.json")
     }
+    /// `mqtt-sessions.json`: the MQTT listener's persistent sessions.
+    pub fn mqtt_sessions_path(&self) -> PathBuf {
+        self.root.join("mqtt-sessions.json")
+    }
     /// `swarm.key`: the private-network key, if the swarm is private.
     pub fn swarm_key_path(&self) -> PathBuf {
         self.root.join("swarm.key")
@@ -150,6 +154,9 @@ pub struct DaemonInfo {
     pub api: String,
     /// Metrics/health multiaddr.
     pub metrics: String,
+    /// MQTT listener multiaddr; absent when `--mqtt-addr off` (and in older files).
+    #[serde(rename = "MQTT", default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<String>,
 }
 
 impl DaemonInfo {
@@ -217,6 +224,7 @@ mod tests {
             swarm: vec!["/ip4/127.0.0.1/tcp/4001".into()],
             api: "/ip4/127.0.0.1/tcp/5001".into(),
             metrics: "/ip4/127.0.0.1/tcp/9090".into(),
+            mqtt: Some("/ip4/127.0.0.1/tcp/1883".into()),
         };
         info.write(&repo).unwrap();
         assert_eq!(DaemonInfo::read(&repo), Some(info));

@@ -97,6 +97,8 @@ pub struct Daemon {
     pub api: String,
     /// Metrics HOST:PORT.
     pub metrics: String,
+    /// MQTT HOST:PORT, from `daemon.json` (`None` with `--mqtt-addr off`).
+    pub mqtt: Option<String>,
     /// Peer id.
     pub peer_id: String,
     log: Arc<Mutex<Vec<String>>>,
@@ -116,6 +118,7 @@ impl Daemon {
             swarm: String::new(),
             api: String::new(),
             metrics: String::new(),
+            mqtt: None,
             peer_id: String::new(),
             log: Default::default(),
             opts,
@@ -147,6 +150,11 @@ impl Daemon {
             "--metrics-addr".into(),
             "127.0.0.1:0".into(),
         ];
+        // Many daemons share a machine here: each MQTT listener gets a free port (read back
+        // from daemon.json) unless the test picks one.
+        if !self.opts.extra.iter().any(|a| a.starts_with("--mqtt-addr")) {
+            args.extend(["--mqtt-addr".into(), "127.0.0.1:0".into()]);
+        }
         for b in &self.opts.bootstrap {
             args.push("--bootstrap".into());
             args.push(b.clone());
@@ -254,6 +262,7 @@ impl Daemon {
                 self.name, info.metrics
             )
         })?;
+        self.mqtt = info.mqtt.as_deref().and_then(multiaddr_to_host_port);
         self.peer_id = info.id.clone();
         self.swarm = format!("{swarm}/p2p/{}", info.id);
         Ok(())

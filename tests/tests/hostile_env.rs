@@ -107,6 +107,8 @@ fn damaged_store_is_reported_at_open_with_advice() {
             "127.0.0.1:0",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--mqtt-addr",
+            "127.0.0.1:0",
         ])
         .output_within(CMD_TIMEOUT)
         .unwrap();
@@ -132,6 +134,8 @@ fn api_off_loopback_needs_a_token() {
             "--api-addr",
             "0.0.0.0:0",
             "--metrics-addr",
+            "127.0.0.1:0",
+            "--mqtt-addr",
             "127.0.0.1:0",
         ])
         .output_within(CMD_TIMEOUT)

@@ -88,7 +88,7 @@ fn kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
     docs.iter().filter(|d| d["kind"] == k).collect()
 }
 
-const VALUE_SETS: [&[&str]; 6] = [
+const VALUE_SETS: [&[&str]; 8] = [
     &[],
     &[
         "sensor.kind=humidity",
@@ -108,6 +108,8 @@ const VALUE_SETS: [&[&str]; 6] = [
         "podDisruptionBudget.enabled=false",
         "sensor.kind=",
     ],
+    &["mqtt.expose=true"],
+    &["mqtt.enabled=false"],
 ];
 
 #[test]
@@ -232,6 +234,32 @@ fn chart_lints_renders_and_validates_for_every_value_set() {
                 "no QUIC with pnet"
             );
         }
+        let mqtt_addr = env("SENSORNET_MQTT_ADDR").unwrap();
+        let service_ports: Vec<Value> = kind(&all, "Service")
+            .into_iter()
+            .filter(|s| s["spec"]["clusterIP"] != "None")
+            .flat_map(|s| s["spec"]["ports"].as_array().unwrap().clone())
+            .collect();
+        let mqtt_on_service = service_ports.iter().any(|p| p["name"] == "mqtt");
+        if sets.contains(&"mqtt.expose=true") {
+            assert_eq!(mqtt_addr, "0.0.0.0:1883");
+            assert!(mqtt_on_service, "exposed MQTT has a Service port");
+            assert!(
+                env("SENSORNET_API_TOKEN").is_some()
+                    || c["env"].to_string().contains("SENSORNET_API_TOKEN"),
+                "exposed MQTT requires the token"
+            );
+            assert_eq!(kind(&all, "Secret").len(), 1, "a token Secret is made");
+        } else if sets.contains(&"mqtt.enabled=false") {
+            assert_eq!(mqtt_addr, "off");
+            assert!(!mqtt_on_service);
+        } else {
+            assert_eq!(
+                mqtt_addr, "127.0.0.1:1883",
+                "MQTT on the pod's loopback by default"
+            );
+            assert!(!mqtt_on_service);
+        }
         if sets.contains(&"api.expose=true") {
             assert!(c["env"]
                 .as_array()
@@ -282,7 +310,7 @@ fn plain_manifests_equal_the_chart_and_dockerfile_lints() {
         "the image builds with the shared script"
     );
     assert!(dockerfile.contains("USER 10001"));
-    for port in ["4001/tcp", "4001/udp", "5001/tcp", "9401/tcp"] {
+    for port in ["4001/tcp", "4001/udp", "5001/tcp", "1883/tcp", "9401/tcp"] {
         assert!(dockerfile.contains(port), "EXPOSE {port}");
     }
 }
@@ -309,7 +337,7 @@ fn a_node_configured_like_the_pod_serves_the_probes_and_stops_in_the_grace_perio
         match name {
             "SENSORNET_PATH" => value = dir.path().join("data").display().to_string(),
             "SENSORNET_LISTEN" => value = "/ip4/127.0.0.1/tcp/0".into(),
-            "SENSORNET_API_ADDR" => value = "127.0.0.1:0".into(),
+            "SENSORNET_API_ADDR" | "SENSORNET_MQTT_ADDR" => value = "127.0.0.1:0".into(),
             "SENSORNET_METRICS_ADDR" => {
                 metrics_port = value.rsplit(':').next().unwrap().to_string();
                 value = format!("127.0.0.1:{metrics_port}");

@@ -5,7 +5,7 @@ pub mod error;
 mod events;
 mod history;
 mod kubo;
-mod readings;
+pub(crate) mod readings;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,567 @@
+//! One connected MQTT client: packets in and deliveries out until the client leaves, breaks
+//! the protocol, goes silent past 1.5x its keepalive, is taken over by a new connection with
+//! its client id, or the node stops. [`super::handshake`] gets it this far.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use cid::Cid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::codec::{
+    self, AckCode, CloseCode, CodecError, ConnCode, Incoming, Outgoing, SubCode, Version,
+};
+use super::handshake::conn_ack;
+use super::history;
+use super::session::SessionState;
+use super::topics::{self, Filter, Selects, Target};
+use super::Shared;
+use crate::api::readings::reading_json;
+use crate::bus::{Delivery, Received};
+use crate::publish::PublishError;
+use crate::reading::Reading;
+
+/// A client that does not take a packet for this long is cut off (it holds our buffers).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Deliveries queued between the bus and one connection.
+pub(super) const FORWARD_QUEUE: usize = 1024;
+/// QoS 1 deliveries tracked until acknowledged; past this a client that never acknowledges
+/// is not tracked further (its session may then be replayed readings it already has).
+const MAX_INFLIGHT: usize = 10_000;
+
+/// What the bus forwards to a connection.
+pub(super) enum Fwd {
+    Delivery(String, Arc<Delivery>),
+    Dropped(u64),
+}
+
+/// Why a connection ends, which decides whether the will is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// DISCONNECT: no will.
+    Clean,
+    /// 5.0 DISCONNECT with reason 0x04: the will is published.
+    CleanWithWill,
+    /// Lost, refused or broken: the will is published.
+    Lost,
+    /// The node stops or a newer connection took the client id: no will.
+    Quiet,
+}
+
+pub(super) fn reject_reason(e: &CodecError) -> &'static str {
+    match e {
+        CodecError::TooLarge { .. } => "too-large",
+        CodecError::BadVersion(_) => "bad-version",
+        _ => "malformed",
+    }
+}
+
+/// The client's state while it is connected.
+pub(super) struct Conn {
+    pub(super) version: Version,
+    pub(super) client_id: String,
+    pub(super) wr: OwnedWriteHalf,
+    pub(super) shared: Arc<Shared>,
+    /// The session outlives the connection.
+    pub(super) persistent: bool,
+    pub(super) state: SessionState,
+    pub(super) filters: Vec<Filter>,
+    /// Bus topics followed (each by one forwarder task).
+    pub(super) followed: HashSet<String>,
+    pub(super) fwd_tx: mpsc::Sender<Fwd>,
+    pub(super) forwarders: JoinSet<()>,
+    /// QoS 1 deliveries awaiting PUBACK: pkid → (topic, source, seq).
+    pub(super) inflight: HashMap<u16, (String, String, u64)>,
+    pub(super) next_pkid: u16,
+    /// CIDs replayed from the store, skipped when they also arrive live.
+    pub(super) replayed: HashSet<Cid>,
+    pub(super) out: BytesMut,
+}
+
+impl Conn {
+    pub(super) fn new(
+        version: Version,
+        client_id: String,
+        wr: OwnedWriteHalf,
+        shared: Arc<Shared>,
+        persistent: bool,
+    ) -> Conn {
+        let (fwd_tx, _) = mpsc::channel(1);
+        Conn {
+            version,
+            client_id,
+            wr,
+            shared,
+            persistent,
+            state: SessionState::default(),
+            filters: Vec::new(),
+            followed: HashSet::new(),
+            fwd_tx,
+            forwarders: JoinSet::new(),
+            inflight: HashMap::new(),
+            next_pkid: 0,
+            replayed: HashSet::new(),
+            out: BytesMut::new(),
+        }
+    }
+
+    pub(super) async fn send(&mut self, p: &Outgoing) -> std::io::Result<()> {
+        self.out.clear();
+        codec::encode(self.version, p, &mut self.out).map_err(std::io::Error::other)?;
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(&self.out)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::other("client does not read")),
+        }
+    }
+
+    /// Closes with a reason (5.0 DISCONNECT; 3.1.1 has none and just closes).
+    pub(super) async fn close(&mut self, code: CloseCode, end: End) -> End {
+        let _ = self.send(&Outgoing::Disconnect(code)).await;
+        end
+    }
+
+    fn pkid(&mut self) -> u16 {
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        self.next_pkid
+    }
+
+    /// Every topic a wildcard topic level can reach: the kept topics and those in the store.
+    pub(super) fn all_topics(&self) -> Vec<String> {
+        let mut topics = self.shared.topics.clone();
+        if let Ok(stored) = self.shared.store.topics() {
+            topics.extend(stored);
+        }
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
+    async fn follow(&mut self, f: &Filter) {
+        let wanted = match &f.selects {
+            Selects::Readings { topic: Some(t) } => vec![t.clone()],
+            Selects::Readings { topic: None } => self.all_topics(),
+            Selects::Raw(t) => vec![t.clone()],
+        };
+        for t in wanted {
+            if !self.followed.insert(t.clone()) {
+                continue;
+            }
+            let mut sub = self.shared.bus.subscribe(&t).await;
+            let tx = self.fwd_tx.clone();
+            self.forwarders.spawn(async move {
+                while let Some(got) = sub.recv().await {
+                    let msg = match got {
+                        Received::Delivery(d) => Fwd::Delivery(t.clone(), d),
+                        Received::Dropped(n) => Fwd::Dropped(n),
+                    };
+                    if tx.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+
+    async fn send_reading(
+        &mut self,
+        cid: &Cid,
+        r: &Reading,
+        backfilled: bool,
+        retain: bool,
+        qos: u8,
+    ) -> std::io::Result<()> {
+        let payload = Bytes::from(reading_json(cid, r, backfilled).to_string());
+        let pkid = if qos == 1 { self.pkid() } else { 0 };
+        if qos == 1 && self.inflight.len() < MAX_INFLIGHT {
+            self.inflight
+                .insert(pkid, (r.topic.clone(), r.source.clone(), r.seq));
+        } else {
+            self.state.mark_delivered(&r.topic, &r.source, r.seq);
+        }
+        self.shared.metrics.mqtt_messages_out.inc();
+        self.send(&Outgoing::Publish {
+            topic: topics::reading_topic(&r.topic, &r.source),
+            qos,
+            pkid,
+            retain,
+            payload,
+        })
+        .await
+    }
+
+    fn reading_qos(&self, r: &Reading) -> Option<u8> {
+        self.filters
+            .iter()
+            .filter(|f| f.matches_reading(&r.topic, &r.source))
+            .map(|f| f.qos)
+            .max()
+    }
+
+    async fn forward(&mut self, f: Fwd) -> std::io::Result<()> {
+        match f {
+            Fwd::Delivery(bus_topic, d) => match d.as_ref() {
+                Delivery::Reading {
+                    cid,
+                    reading,
+                    backfilled,
+                    ..
+                } => {
+                    if !self.replayed.is_empty() && self.replayed.remove(cid) {
+                        return Ok(());
+                    }
+                    if let Some(qos) = self.reading_qos(reading) {
+                        self.send_reading(cid, reading, *backfilled, false, qos)
+                            .await?;
+                    }
+                }
+                Delivery::Raw { data, .. } => {
+                    let qos = self
+                        .filters
+                        .iter()
+                        .filter(|f| f.selects == Selects::Raw(bus_topic.clone()))
+                        .map(|f| f.qos)
+                        .max();
+                    if let Some(qos) = qos {
+                        let pkid = if qos == 1 { self.pkid() } else { 0 };
+                        self.shared.metrics.mqtt_messages_out.inc();
+                        self.send(&Outgoing::Publish {
+                            topic: bus_topic,
+                            qos,
+                            pkid,
+                            retain: false,
+                            payload: Bytes::copy_from_slice(data),
+                        })
+                        .await?;
+                    }
+                }
+            },
+            Fwd::Dropped(n) => {
+                tracing::warn!(client = %self.client_id, dropped = n, "MQTT subscriber too slow; readings skipped (they stay in the store)");
+                self.shared.metrics.mqtt_reject("slow-subscriber");
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes through the node's publisher; the error is the PUBACK a 5.0 client gets.
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        payload: &Bytes,
+    ) -> Result<(), (AckCode, &'static str)> {
+        let invalid = |e: String| (AckCode::Invalid(e), "bad-reading");
+        let target =
+            topics::target(topic).map_err(|e| (AckCode::Invalid(e.to_string()), "bad-topic"))?;
+        let result = match target {
+            Target::Reading { topic, source } => {
+                let new = topics::new_reading(&topic, &source, payload)
+                    .map_err(|e| invalid(e.to_string()))?;
+                self.shared.publisher.publish_reading(new).await.map(|_| ())
+            }
+            Target::Raw(t) => {
+                self.shared
+                    .publisher
+                    .publish_raw(&t, payload.to_vec())
+                    .await
+            }
+        };
+        result.map_err(|e| match e {
+            PublishError::Invalid(e) => invalid(e.to_string()),
+            other => (AckCode::Unavailable(other.to_string()), "unavailable"),
+        })
+    }
+
+    pub(super) async fn persist(&self) {
+        let state = if self.persistent {
+            Some(self.state.clone())
+        } else {
+            None
+        };
+        if let Err(e) = self.shared.sessions.put(&self.client_id, state).await {
+            tracing::warn!(client = %self.client_id, error = %e, "MQTT session not saved");
+        }
+    }
+
+    /// Acts on one packet; `Err` ends the connection.
+    async fn handle(&mut self, p: Incoming) -> Result<(), End> {
+        let io = |_| End::Lost;
+        match p {
+            Incoming::Connect(_) => {
+                self.shared.metrics.mqtt_reject("second-connect");
+                Err(self.close(CloseCode::ProtocolError, End::Lost).await)
+            }
+            Incoming::Publish {
+                topic,
+                qos,
+                pkid,
+                payload,
+            } => {
+                self.shared.metrics.mqtt_messages_in.inc();
+                if qos > 1 {
+                    self.shared.metrics.mqtt_reject("qos2");
+                    return Err(self.close(CloseCode::QosNotSupported, End::Lost).await);
+                }
+                match self.publish(&topic, &payload).await {
+                    Ok(()) if qos == 1 => self
+                        .send(&Outgoing::PubAck {
+                            pkid,
+                            code: AckCode::Success,
+                        })
+                        .await
+                        .map_err(io),
+                    Ok(()) => Ok(()),
+                    Err((code, reason)) => {
+                        self.shared.metrics.mqtt_reject(reason);
+                        tracing::info!(client = %self.client_id, %topic, ?code, "MQTT publish refused");
+                        match (qos, self.version) {
+                            (1, Version::V5) => self
+                                .send(&Outgoing::PubAck { pkid, code })
+                                .await
+                                .map_err(io),
+                            // 3.1.1 has no negative PUBACK: closing leaves the message
+                            // unacknowledged, which the client sees.
+                            (1, Version::V4) => Err(End::Lost),
+                            _ => Ok(()),
+                        }
+                    }
+                }
+            }
+            Incoming::PubAck(pkid) => {
+                if let Some((t, s, seq)) = self.inflight.remove(&pkid) {
+                    self.state.mark_delivered(&t, &s, seq);
+                }
+                Ok(())
+            }
+            Incoming::Subscribe { pkid, filters } => self.subscribe(pkid, filters).await,
+            Incoming::Unsubscribe { pkid, filters } => {
+                let count = filters.len();
+                self.filters.retain(|f| !filters.contains(&f.text));
+                self.state.subscriptions = self.subscriptions();
+                if self.persistent {
+                    self.persist().await;
+                }
+                self.send(&Outgoing::UnsubAck { pkid, count })
+                    .await
+                    .map_err(io)
+            }
+            Incoming::PingReq => self.send(&Outgoing::PingResp).await.map_err(io),
+            Incoming::Disconnect {
+                with_will,
+                session_expiry,
+            } => {
+                match session_expiry {
+                    Some(0) => self.persistent = false,
+                    Some(s) if self.persistent => self.state.expiry_s = s,
+                    _ => {}
+                }
+                Err(if with_will {
+                    End::CleanWithWill
+                } else {
+                    End::Clean
+                })
+            }
+            Incoming::Unsupported(what) => {
+                self.shared.metrics.mqtt_reject("unsupported");
+                tracing::info!(client = %self.client_id, what, "unsupported MQTT feature; closing");
+                let code = match what {
+                    "QoS 2" => CloseCode::QosNotSupported,
+                    "topic alias" => CloseCode::TopicAliasInvalid,
+                    _ => CloseCode::ProtocolError,
+                };
+                Err(self.close(code, End::Lost).await)
+            }
+        }
+    }
+
+    pub(super) fn subscriptions(&self) -> Vec<(String, u8)> {
+        self.filters
+            .iter()
+            .map(|f| (f.text.clone(), f.qos))
+            .collect()
+    }
+
+    async fn subscribe(&mut self, pkid: u16, wanted: Vec<(String, u8)>) -> Result<(), End> {
+        let mut codes = Vec::with_capacity(wanted.len());
+        let mut added = Vec::new();
+        for (text, qos) in wanted {
+            let existing = self.filters.iter().position(|f| f.text == text);
+            if existing.is_none() && self.filters.len() >= self.shared.limits.max_subscriptions {
+                self.shared.metrics.mqtt_reject("too-many-subscriptions");
+                codes.push(SubCode::Quota);
+                continue;
+            }
+            match Filter::parse(&text, qos) {
+                Ok(f) => {
+                    codes.push(SubCode::Granted(f.qos));
+                    match existing {
+                        Some(i) => self.filters[i] = f.clone(),
+                        None => self.filters.push(f.clone()),
+                    }
+                    added.push(f);
+                }
+                Err(e) => {
+                    self.shared.metrics.mqtt_reject("bad-filter");
+                    tracing::info!(client = %self.client_id, error = %e, "MQTT subscription refused");
+                    codes.push(SubCode::Invalid);
+                }
+            }
+        }
+        for f in &added {
+            self.follow(f).await;
+        }
+        self.state.subscriptions = self.subscriptions();
+        if self.persistent {
+            // Durable before SUBACK: a subscription acknowledged survives a restart.
+            self.persist().await;
+        }
+        self.send(&Outgoing::SubAck { pkid, codes })
+            .await
+            .map_err(|_| End::Lost)?;
+        // Retained messages: the latest reading of each matching source.
+        let topics = self.all_topics();
+        for f in added {
+            let store = self.shared.store.clone();
+            let (t, filter) = (topics.clone(), f.clone());
+            let rows = tokio::task::spawn_blocking(move || history::retained(&store, &t, &filter))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            for r in rows {
+                // A resumed session already has (or is being replayed) this reading.
+                let (t, src) = (&r.reading.topic, &r.reading.source);
+                if self.replayed.contains(&r.cid)
+                    || r.reading.seq <= self.state.delivered_seq(t, src)
+                {
+                    continue;
+                }
+                self.send_reading(&r.cid, &r.reading, false, true, f.qos)
+                    .await
+                    .map_err(|_| End::Lost)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Resumes a stored session: follows its filters, then sends what it missed.
+    pub(super) async fn resume(&mut self) -> std::io::Result<()> {
+        let mut filters = Vec::new();
+        for (text, qos) in &self.state.subscriptions {
+            if let Ok(f) = Filter::parse(text, *qos) {
+                filters.push(f);
+            }
+        }
+        self.filters = filters.clone();
+        // Live first, then the store: nothing falls between; duplicates are skipped.
+        for f in &filters {
+            self.follow(f).await;
+        }
+        let store = self.shared.store.clone();
+        let topics = self.all_topics();
+        let state = self.state.clone();
+        let rows =
+            tokio::task::spawn_blocking(move || history::missed(&store, &topics, &filters, &state))
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
+        tracing::info!(client = %self.client_id, missed = rows.len(), "MQTT session resumed");
+        for r in rows {
+            if let Some(qos) = self.reading_qos(&r.reading) {
+                self.replayed.insert(r.cid);
+                self.send_reading(&r.cid, &r.reading, true, false, qos)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    conn: &mut Conn,
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    fwd_rx: &mut mpsc::Receiver<Fwd>,
+    present: bool,
+    assigned: Option<String>,
+    taken: &tokio_util::sync::CancellationToken,
+    keep_alive: u16,
+    max_packet: usize,
+) -> End {
+    let ack = conn_ack(ConnCode::Accepted, present, assigned, max_packet as u32);
+    if conn.send(&ack).await.is_err() {
+        return End::Lost;
+    }
+    if present && conn.resume().await.is_err() {
+        return End::Lost;
+    }
+    // The spec's grace: a client is cut off after 1.5 keepalive periods of silence.
+    let grace = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let mut last_heard = Instant::now();
+    let stopping = conn.shared.stopping.clone();
+    // Packets a client sent right behind its CONNECT are already in the buffer.
+    if let Some(end) = drain(conn, buf, max_packet).await {
+        return end;
+    }
+    loop {
+        let deadline = grace.map(|g| last_heard + g);
+        tokio::select! {
+            _ = stopping.cancelled() => {
+                return conn.close(CloseCode::ShuttingDown, End::Quiet).await;
+            }
+            _ = taken.cancelled() => {
+                return conn.close(CloseCode::TakenOver, End::Quiet).await;
+            }
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                conn.shared.metrics.mqtt_reject("keepalive");
+                return conn.close(CloseCode::KeepAlive, End::Lost).await;
+            }
+            n = rd.read_buf(buf) => {
+                match n {
+                    Ok(0) | Err(_) => return End::Lost,
+                    Ok(_) => last_heard = Instant::now(),
+                }
+                if let Some(end) = drain(conn, buf, max_packet).await {
+                    return end;
+                }
+            }
+            Some(f) = fwd_rx.recv() => {
+                if conn.forward(f).await.is_err() {
+                    return End::Lost;
+                }
+            }
+        }
+    }
+}
+
+/// Handles every complete packet in `buf`; `Some` when the connection must end.
+async fn drain(conn: &mut Conn, buf: &mut BytesMut, max_packet: usize) -> Option<End> {
+    loop {
+        match codec::decode(buf, Some(conn.version), max_packet) {
+            Ok(Some(p)) => {
+                if let Err(end) = conn.handle(p).await {
+                    return Some(end);
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => {
+                conn.shared.metrics.mqtt_reject(reject_reason(&e));
+                tracing::info!(client = %conn.client_id, error = %e, "bad MQTT packet; closing");
+                let code = match e {
+                    CodecError::TooLarge { .. } => CloseCode::TooLarge,
+                    _ => CloseCode::Malformed,
+                };
+                return Some(conn.close(code, End::Lost).await);
+            }
+        }
+    }
+}
