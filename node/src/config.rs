@@ -107,7 +107,7 @@ pub struct FileConfig {
     pub mqtt_addr: Option<String>,
     /// Discover peers on the LAN with mDNS.
     pub mdns: Option<bool>,
-    /// Peers kept (accepted up to twice as many, then trimmed).
+    /// Peers kept (accepted up to four times as many, then trimmed).
     pub max_connections: Option<u32>,
     /// Addresses of each bootstrap name (a Service) kept connected.
     pub bootstrap_dials: Option<usize>,
@@ -117,7 +117,9 @@ pub struct FileConfig {
     pub retention: Option<Retention>,
     /// Per-topic retention overrides.
     pub retention_topics: Option<BTreeMap<String, Retention>>,
-    /// An in-process sensor.
+    /// In-process sensors (`[[sensors]]`), e.g. the temperature and humidity of one board.
+    pub sensors: Option<Vec<SensorConfig>>,
+    /// A single in-process sensor (`[sensor]`, the form before `[[sensors]]`).
     pub sensor: Option<SensorConfig>,
     /// `plain` or `json`.
     pub log_format: Option<String>,
@@ -134,7 +136,7 @@ impl FileConfig {
 # metrics_addr = "{metrics}"
 # mqtt_addr = "{mqtt}"         # or "off"; a non-loopback address requires api_token (the MQTT password)
 # mdns = false
-# max_connections = {max_connections}     # peers kept; up to twice as many are accepted, then trimmed
+# max_connections = {max_connections}     # peers kept; up to four times as many are accepted, then trimmed
 # bootstrap_dials = {bootstrap_dials}       # addresses of each bootstrap name kept connected
 # topics = {topics:?}
 # log_format = "plain"        # or "json"
@@ -147,10 +149,14 @@ impl FileConfig {
 # max_age = "30days"
 # max_bytes = 1073741824
 #
-# [sensor]                    # a sensor inside this node's process
+# [[sensors]]                 # a sensor inside this node's process; repeat for more
 # kind = "temperature"        # temperature | humidity | air-quality
 # source = "sim"              # sim | sim:SEED | hwmon | hwmon:PATH | csv:PATH
 # interval = "1s"
+#
+# [[sensors]]
+# kind = "humidity"
+# interval = "10s"
 "#,
             listen = DEFAULT_LISTEN,
             api = DEFAULT_API_ADDR,
@@ -181,15 +187,15 @@ pub struct Config {
     /// mDNS discovery.
     pub mdns: bool,
     /// Connection budget.
-    pub limits: crate::p2p::behaviour::Limits,
+    pub limits: crate::p2p::trim::Limits,
     /// Addresses of each bootstrap name kept connected.
     pub bootstrap_dials: usize,
     /// Topics kept.
     pub topics: Vec<String>,
     /// Retention, per topic.
     pub retention: RetentionPolicy,
-    /// In-process sensor.
-    pub sensor: Option<SensorConfig>,
+    /// In-process sensors, each with its own source id.
+    pub sensors: Vec<SensorConfig>,
     /// Swarm key file (private network), if any.
     pub swarm_key: Option<std::path::PathBuf>,
     /// Seed for simulated sensors.
@@ -257,16 +263,18 @@ pub struct DaemonArgs {
     /// MQTT listener address, or off [default: 127.0.0.1:1883]; off loopback it requires --api-token (the MQTT password).
     #[arg(long, env = "SENSORNET_MQTT_ADDR", value_name = "HOST:PORT|off")]
     pub mqtt_addr: Option<String>,
-    /// Run a sensor inside this node: temperature, humidity or air-quality.
-    #[arg(long, env = "SENSORNET_SENSOR", value_name = "KIND")]
-    pub sensor: Option<String>,
+    /// Run a sensor inside this node: temperature, humidity or air-quality; repeat it (or
+    /// give a comma-separated list) for a board with several, such as a BME280's
+    /// temperature and humidity. The --sensor-* settings apply to each.
+    #[arg(long, env = "SENSORNET_SENSOR", value_name = "KIND", value_delimiter = ',')]
+    pub sensor: Vec<String>,
     /// Sensor source: sim, sim:SEED, hwmon, hwmon:PATH, csv:PATH [default: sim].
     #[arg(long, env = "SENSORNET_SENSOR_SOURCE", value_name = "SOURCE")]
     pub sensor_source: Option<String>,
     /// Time between sensor readings [default: 1s].
     #[arg(long, env = "SENSORNET_SENSOR_INTERVAL", value_name = "DURATION")]
     pub sensor_interval: Option<String>,
-    /// Sensor id [default: HOSTNAME-KIND].
+    /// Sensor id [default: HOSTNAME-KIND]; with several sensors each gets ID-KIND.
     #[arg(long, env = "SENSORNET_SENSOR_ID", value_name = "ID")]
     pub sensor_id: Option<String>,
     /// Seed for simulated sensors (repeatable runs).
@@ -281,8 +289,9 @@ pub struct DaemonArgs {
     /// Discover peers on the local network with mDNS.
     #[arg(long, env = "SENSORNET_MDNS")]
     pub mdns: bool,
-    /// Peers kept: up to twice as many are accepted, then the least useful are closed down
-    /// to three quarters of it; topic discovery stops dialing at half [default: 96].
+    /// Peers kept: up to four times as many are accepted; past twice as many the least
+    /// useful are closed after 5 s, past it after 30 s, down to three quarters of it;
+    /// topic discovery stops dialing at half [default: 96].
     #[arg(long, env = "SENSORNET_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<u32>,
     /// Addresses of each bootstrap name (e.g. a headless Service) to keep connected, chosen
@@ -356,33 +365,7 @@ pub fn resolve(
             Some(addr)
         }
     };
-    let mut sensor = file.sensor;
-    if let Some(kind) = &args.sensor {
-        sensor = Some(SensorConfig {
-            kind: kind.clone(),
-            source: "sim".into(),
-            interval: Duration::from_secs(1),
-            id: None,
-        });
-    }
-    if let Some(s) = sensor.as_mut() {
-        if let Some(src) = &args.sensor_source {
-            s.source = src.clone();
-        }
-        if let Some(i) = &args.sensor_interval {
-            s.interval = duration("--sensor-interval", i)?;
-            if s.interval < Duration::from_millis(1) {
-                return Err(ConfigError::Invalid {
-                    what: "--sensor-interval",
-                    value: i.clone(),
-                    why: "it must be at least 1ms".into(),
-                });
-            }
-        }
-        if let Some(id) = &args.sensor_id {
-            s.id = Some(id.clone());
-        }
-    }
+    let sensors = sensors(args, file.sensors.into_iter().flatten().chain(file.sensor))?;
     let mut retention = file.retention.unwrap_or_default();
     if let Some(r) = &args.retention {
         retention.max_age = duration("--retention", r)?;
@@ -431,16 +414,70 @@ pub fn resolve(
         metrics_addr,
         mqtt_addr,
         mdns: args.mdns || file.mdns.unwrap_or(false),
-        limits: crate::p2p::behaviour::Limits { max_connections },
+        limits: crate::p2p::trim::Limits { max_connections },
         bootstrap_dials,
         topics: file
             .topics
             .unwrap_or_else(|| DEFAULT_TOPICS.iter().map(|s| s.to_string()).collect()),
         retention,
-        sensor,
+        sensors,
         swarm_key,
         seed: args.seed,
     })
+}
+
+/// The in-process sensors: those of the flags replace the file's; the `--sensor-*` flags
+/// apply to each. Two sensors writing one source id are refused.
+fn sensors(
+    args: &DaemonArgs,
+    from_file: impl Iterator<Item = SensorConfig>,
+) -> Result<Vec<SensorConfig>, ConfigError> {
+    let mut sensors: Vec<SensorConfig> = if args.sensor.is_empty() {
+        from_file.collect()
+    } else {
+        args.sensor
+            .iter()
+            .map(|kind| SensorConfig {
+                kind: kind.trim().to_string(),
+                source: default_sensor_source(),
+                interval: default_interval(),
+                id: None,
+            })
+            .collect()
+    };
+    let several = sensors.len() > 1;
+    for s in &mut sensors {
+        if let Some(src) = &args.sensor_source {
+            s.source = src.clone();
+        }
+        if let Some(i) = &args.sensor_interval {
+            s.interval = duration("--sensor-interval", i)?;
+        }
+        if s.interval < Duration::from_millis(1) {
+            return Err(ConfigError::Invalid {
+                what: "--sensor-interval",
+                value: humantime::format_duration(s.interval).to_string(),
+                why: "it must be at least 1ms".into(),
+            });
+        }
+        if let Some(id) = &args.sensor_id {
+            s.id = Some(if several {
+                format!("{id}-{}", s.kind)
+            } else {
+                id.clone()
+            });
+        }
+    }
+    for (i, a) in sensors.iter().enumerate() {
+        if sensors[..i].iter().any(|b| b.kind == a.kind && b.id == a.id) {
+            return Err(ConfigError::Invalid {
+                what: "--sensor",
+                value: a.kind.clone(),
+                why: "two sensors of one kind would write the same source; give the second its own id in [[sensors]]".into(),
+            });
+        }
+    }
+    Ok(sensors)
 }
 
 /// A listener that accepts writes may leave loopback only behind the API token: the API and
@@ -510,7 +547,10 @@ mod tests {
                 .as_secs(),
             30 * 86400
         );
-        assert_eq!(full.sensor.unwrap().interval, Duration::from_secs(1));
+        let sensors = full.sensors.unwrap();
+        assert_eq!(sensors.len(), 2);
+        assert_eq!(sensors[0].interval, Duration::from_secs(1));
+        assert_eq!(sensors[1].kind, "humidity");
         assert!(parse_socket("api", "127.0.0.1:0").is_ok());
         assert!(parse_socket("api", "nonsense").is_err());
         assert!(parse_multiaddr("listen", "/ip4/1.2.3.4/tcp/1").is_ok());

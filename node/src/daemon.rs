@@ -214,20 +214,20 @@ pub async fn start(repo: Repo, config: Config) -> anyhow::Result<Running> {
     let api_addr_want = config.api_addr;
     let metrics_addr_want = config.metrics_addr;
     let expected_listeners = config.listen.len().min(1);
-    let sensor = config.sensor.clone();
     let seed = config.seed;
     let retention = config.retention.clone();
     // A bad sensor setting fails the start, before anything listens.
-    let sensor = match &sensor {
-        Some(s) => {
+    let sensors = config
+        .sensors
+        .iter()
+        .map(|s| {
             let (kind, source) = crate::sensor::open(s, seed)?;
             let id =
                 s.id.clone()
                     .unwrap_or_else(|| format!("{}-{}", hostname(), kind.topic()));
-            Some((kind, source, id, s.interval))
-        }
-        None => None,
-    };
+            anyhow::Ok((kind, source, id, s.interval))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let node = Node::assemble(key, store, config).await?;
 
     // The bound addresses (port 0 resolved) once the listeners are up.
@@ -308,7 +308,7 @@ pub async fn start(repo: Repo, config: Config) -> anyhow::Result<Running> {
             repo.root().to_path_buf(),
         ),
     );
-    if let Some((kind, source, id, interval)) = sensor {
+    for (kind, source, id, interval) in sensors {
         // The sensor writes for its source only once this node holds the source's history.
         let publisher = node.publisher.clone();
         let mut ready = node.ready.clone();

@@ -91,7 +91,7 @@ fn kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
 const VALUE_SETS: [&[&str]; 8] = [
     &[],
     &[
-        "sensor.kind=humidity",
+        "sensor.kinds={temperature,humidity}",
         "sensor.source=sim:7",
         "sensor.interval=5s",
     ],
@@ -106,7 +106,7 @@ const VALUE_SETS: [&[&str]; 8] = [
         "autoscaling.enabled=false",
         "replicaCount=5",
         "podDisruptionBudget.enabled=false",
-        "sensor.kind=",
+        "sensor.kinds=null",
     ],
     &["mqtt.expose=true"],
     &["mqtt.enabled=false"],
@@ -187,6 +187,18 @@ fn chart_lints_renders_and_validates_for_every_value_set() {
             .as_str()
             .unwrap()
             .starts_with("/dns4/sensornet-headless.default.svc"));
+        let sensors = if sets.contains(&"sensor.kinds=null") {
+            None
+        } else if sets.contains(&"sensor.kinds={temperature,humidity}") {
+            Some("temperature,humidity")
+        } else {
+            Some("temperature")
+        };
+        assert_eq!(
+            env("SENSORNET_SENSOR").as_ref().and_then(Value::as_str),
+            sensors,
+            "{sets:?}: the in-pod sensors"
+        );
         let hpa = kind(&all, "HorizontalPodAutoscaler");
         if sets.contains(&"autoscaling.enabled=false") {
             assert!(hpa.is_empty());
@@ -275,7 +287,8 @@ fn bad_values_fail_with_a_schema_message() {
     let t = tools();
     for (set, expect) in [
         ("replicaCount=x", "/replicaCount"),
-        ("sensor.kind=pressure", "/sensor/kind"),
+        ("sensor.kinds={pressure}", "/sensor/kinds/0"),
+        ("sensor.kinds={humidity,humidity}", "/sensor/kinds"),
         ("autoscaling.minReplicas=0", "/autoscaling/minReplicas"),
         ("logFormat=xml", "/logFormat"),
         ("retention=forever", "/retention"),

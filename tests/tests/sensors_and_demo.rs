@@ -1,5 +1,6 @@
-//! The standalone `sensor` survives its node's restart without losing a reading, and the demo
-//! prints all three topics and leaves no process behind.
+//! The standalone `sensor` survives its node's restart without losing a reading, a node runs
+//! several in-process sensors (one board, two kinds), and the demo prints all three topics and
+//! leaves no process behind.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -78,6 +79,98 @@ fn separate_sensor_survives_a_node_restart_without_loss() {
         widest < 400,
         "a gap of {widest} ms means readings were lost during the restart"
     );
+}
+
+/// Sources of `topic` on `node` whose readings it holds.
+fn sources(node: &Daemon, topic: &str) -> anyhow::Result<Vec<String>> {
+    let mut s: Vec<String> = node
+        .history(topic)?
+        .iter()
+        .filter_map(|r| r["source"].as_str().map(str::to_string))
+        .collect();
+    s.sort();
+    s.dedup();
+    Ok(s)
+}
+
+#[test]
+fn a_node_runs_several_in_process_sensors_from_flags_or_an_env_list() {
+    let dir = tempfile::tempdir().unwrap();
+    // A BME280-like board: temperature and humidity, one id, flags repeated.
+    let board = Daemon::start(
+        dir.path(),
+        "board",
+        Opts {
+            extra: [
+                "--sensor",
+                "temperature",
+                "--sensor",
+                "humidity",
+                "--sensor-id",
+                "bme280",
+                "--sensor-interval",
+                "100ms",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Opts::default()
+        },
+    )
+    .unwrap();
+    // The chart's form: a comma-separated SENSORNET_SENSOR.
+    let pod = Daemon::start(
+        dir.path(),
+        "pod",
+        Opts {
+            bootstrap: vec![board.swarm.clone()],
+            env: [
+                ("SENSORNET_SENSOR", "humidity,air-quality"),
+                ("SENSORNET_SENSOR_INTERVAL", "100ms"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .to_vec(),
+            ..Opts::default()
+        },
+    )
+    .unwrap();
+    let host = hostname();
+    for (topic, want) in [
+        ("temperature", vec!["bme280-temperature".to_string()]),
+        (
+            "humidity",
+            vec!["bme280-humidity".to_string(), format!("{host}-humidity")],
+        ),
+        ("air-quality", vec![format!("{host}-air-quality")]),
+    ] {
+        for node in [&board, &pod] {
+            eventually(
+                Duration::from_secs(30),
+                &format!("{topic} from {want:?} on {}", node.name),
+                || Ok((sources(node, topic)? == want).then_some(())),
+            )
+            .unwrap();
+        }
+    }
+    // Two sensors of one kind would write one source: refused before anything listens.
+    let out = output_within(
+        Command::new(bin("node"))
+            .args(["daemon", "--init", "--sensor", "humidity,humidity"])
+            .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+            .env("SENSORNET_PATH", dir.path().join("twice")),
+        Duration::from_secs(20),
+        "node daemon with two humidity sensors",
+    )
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "two humidity sensors must be refused");
+    assert!(err.contains("two sensors of one kind"), "{err}");
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 #[test]

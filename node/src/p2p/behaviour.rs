@@ -15,6 +15,7 @@ use libp2p::{connection_limits, identify, mdns, ping, request_response, StreamPr
 use prometheus_client::registry::Registry;
 
 use super::protocol::{SyncRequest, SyncResponse, PROTOCOL};
+use super::trim::Limits;
 use crate::reading::MAX_BLOCK_SIZE;
 
 /// Identify protocol version, as Kubo announces.
@@ -31,38 +32,6 @@ pub const MAX_TOPICS_PER_PEER: usize = 128;
 /// The gossipsub flavour: signed, with a per-peer topic cap.
 pub type Gossipsub =
     gossipsub::Behaviour<IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
-
-/// How many connections a node keeps, in the manner of Kubo's connection manager: up to
-/// `max_connections` peers are kept; beyond it the trimmer ([`super::trim`]) closes the
-/// least useful down to the low-water mark; a hard cap of twice the budget refuses the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Peers kept (high-water mark).
-    pub max_connections: u32,
-}
-
-impl Limits {
-    /// Established connections refused beyond this, in and out together.
-    pub fn hard_cap(&self) -> u32 {
-        self.max_connections * 2
-    }
-
-    /// Connections other peers may open to us: all of the hard cap but a quarter of the
-    /// budget, so a node that everyone dials can still dial out (bootstrap, discovery).
-    pub fn max_incoming(&self) -> u32 {
-        self.hard_cap() - self.max_connections / 4
-    }
-
-    /// Peers the trimmer leaves once it runs.
-    pub fn low_water(&self) -> usize {
-        (self.max_connections - self.max_connections / 4) as usize
-    }
-
-    /// Connected peers up to which discovery dials more.
-    pub fn discovery_budget(&self) -> usize {
-        (self.max_connections / 2).max(1) as usize
-    }
-}
 
 /// Every protocol the node speaks.
 #[derive(NetworkBehaviour)]

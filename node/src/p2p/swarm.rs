@@ -13,11 +13,11 @@ use libp2p::swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
-use super::behaviour::{Behaviour, BehaviourEvent, Limits};
+use super::behaviour::{Behaviour, BehaviourEvent};
 use super::discovery::{Discovery, DISCOVER_EVERY, TOPIC_PEERS_WANTED};
 use super::error::{DialFailure, NetError};
 use super::protocol::{SyncRequest, SyncResponse};
-use super::trim;
+use super::trim::{self, Limits};
 
 /// Depth of the command and event channels.
 const CHANNEL: usize = 8192;
@@ -320,12 +320,7 @@ impl Task {
                 in_mesh: mesh.contains(&p.peer),
             })
             .collect();
-        let gone = trim::choose(
-            &candidates,
-            self.limits.max_connections as usize,
-            self.limits.low_water(),
-            Instant::now(),
-        );
+        let gone = trim::choose(&candidates, self.limits, Instant::now());
         if !gone.is_empty() {
             tracing::info!(
                 peers = candidates.len(),
