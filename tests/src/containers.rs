@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -73,9 +74,22 @@ fn run_script(script: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into())
 }
 
+/// Runs an installer once per test process: tests run in parallel, and two apt-get or venv
+/// installs at once would fight over dpkg's lock or the venv.
+fn install_once(cell: &'static OnceLock<Result<(), String>>, script: &str) -> Result<()> {
+    cell.get_or_init(|| {
+        run_script(script, &[])
+            .map(drop)
+            .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(|e| anyhow!(e))
+}
+
 /// Installs podman, buildah, runc and skopeo (quick when present), as CI's clean machine needs.
 pub fn install() -> Result<()> {
-    run_script("scripts/install-containers.sh", &[]).map(drop)
+    static CELL: OnceLock<Result<(), String>> = OnceLock::new();
+    install_once(&CELL, "scripts/install-containers.sh")
 }
 
 /// An image in local storage, untagged on drop.
@@ -111,7 +125,8 @@ impl Drop for Image {
 /// `helm template` of the chart with `--set`s, as JSON documents (Helm and PyYAML from
 /// `scripts/install-k8s-tools.sh`).
 pub fn render_chart(sets: &[&str]) -> Result<Vec<Value>> {
-    run_script("scripts/install-k8s-tools.sh", &[])?;
+    static CELL: OnceLock<Result<(), String>> = OnceLock::new();
+    install_once(&CELL, "scripts/install-k8s-tools.sh")?;
     let tools = root().join(".tools");
     let mut args = vec![
         "template",

@@ -380,13 +380,6 @@ fn utilization(pods: &[Pod], last: &mut BTreeMap<String, (Instant, Duration)>) -
 
 #[test]
 fn hpa_from_cgroup_cpu_scales_up_under_a_flood_and_down_after_the_window() -> Result<()> {
-    if std::env::var_os("SENSORNET_SLOW").is_none() {
-        println!(
-            "SKIPPED: the HPA scenario (flood, scale-up to maxReplicas, scale-down after the \
-             window) takes several minutes on 2 cores; run with SENSORNET_SLOW=1"
-        );
-        return Ok(());
-    }
     let image = Image::build()?;
     // The chart's HPA, its window shortened from the default 300 s so the test ends, and its
     // ceiling from 10 to 5 (SENSORNET_HPA_MAX) so the pods fit on 2 shared cores. The test
