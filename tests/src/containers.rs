@@ -335,9 +335,14 @@ impl PodSpec {
         })
     }
 
-    /// The headless Service's cluster DNS name, as the rendered bootstrap env spells it.
+    /// The headless Service's cluster DNS name, as the rendered bootstrap env spells it (the
+    /// name the node resolves), else SERVICE.NAMESPACE.svc.cluster.local.
     pub fn service_dns(&self) -> String {
-        format!("{}.{}.svc.cluster.local", self.service, self.namespace)
+        self.env("SENSORNET_BOOTSTRAP")
+            .and_then(|b| b.strip_prefix("/dns4/").or(b.strip_prefix("/dns/")))
+            .and_then(|rest| rest.split('/').next())
+            .map(String::from)
+            .unwrap_or_else(|| format!("{}.{}.svc.cluster.local", self.service, self.namespace))
     }
 
     /// Env value by name.
@@ -523,7 +528,7 @@ impl Pod {
 
     /// Whether the readiness probe passes.
     pub fn ready(&self) -> bool {
-        self.probe(&self.spec.readiness_path.clone())
+        self.probe(&self.spec.readiness_path)
     }
 
     /// Waits for the readiness probe.

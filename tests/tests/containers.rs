@@ -210,11 +210,7 @@ fn three_pods_with_the_charts_limits_find_each_other_and_heal() -> Result<()> {
     let mut pods: Vec<Pod> = (0..3).map(|i| cluster.start(i)).collect::<Result<_>>()?;
     for p in &pods {
         p.wait_ready(Duration::from_secs(60))?;
-        ensure!(
-            p.probe(&p.spec.liveness_path.clone()),
-            "{} not live",
-            p.name
-        );
+        ensure!(p.probe(&p.spec.liveness_path), "{} not live", p.name);
     }
     println!("3 pods: start→all ready {:.1?}", t0.elapsed());
 
@@ -355,6 +351,15 @@ fn flood(
         .collect()
 }
 
+/// Stops the flood when the test ends, also by an error.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One row of the HPA trace.
 struct TraceRow {
     at: Duration,
@@ -404,6 +409,7 @@ fn hpa_from_cgroup_cpu_scales_up_under_a_flood_and_down_after_the_window() -> Re
     }
     let endpoints: Endpoints = Arc::new(Mutex::new(pods.iter().map(endpoint).collect()));
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_drop = StopOnDrop(stop.clone());
     let acked = Arc::new(Mutex::new(Vec::new()));
     // 4 × 40/s = 160 durable publishes/s offered.
     let mut flooders = flood(
