@@ -371,7 +371,12 @@ impl PodSpec {
             "Unconfined" => f.extend(["--security-opt".into(), "seccomp=unconfined".into()]),
             other => bail!("seccomp profile {other} has no podman mapping here"),
         }
+        // The kubelet turns the CPU request into cpu.shares (milliCPU × 1024 / 1000, at least
+        // 2) and the limit into the CFS quota.
+        let shares = ((self.cpu_request * 1024.0).round() as u64).max(2);
         f.extend([
+            "--cpu-shares".into(),
+            shares.to_string(),
             "--cpus".into(),
             format!("{}", self.cpu_limit),
             "--memory".into(),
@@ -659,6 +664,17 @@ impl Pod {
         let q: f64 = it.next().context("quota")?.parse()?;
         let p: f64 = it.next().context("period")?.parse()?;
         Ok(q / p)
+    }
+
+    /// The CPU weight under contention: cpu.shares on cgroup v1, cpu.weight on v2.
+    pub fn cgroup_cpu_shares(&self) -> Result<u64> {
+        let d = self.cgroup_dir("cpu")?;
+        let f = if d.join("cpu.shares").exists() {
+            d.join("cpu.shares")
+        } else {
+            d.join("cpu.weight")
+        };
+        Ok(std::fs::read_to_string(f)?.trim().parse()?)
     }
 
     /// The memory limit the kernel enforces, in bytes.

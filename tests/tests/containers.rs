@@ -168,6 +168,15 @@ fn assert_limits_enforced(pod: &Pod) -> Result<()> {
         "CFS quota {cpu} cores, chart limit {}",
         s.cpu_limit
     );
+    if pod.cgroup_dir("cpu")?.join("cpu.shares").exists() {
+        let shares = pod.cgroup_cpu_shares()?;
+        let want = ((s.cpu_request * 1024.0).round() as u64).max(2);
+        ensure!(
+            shares == want,
+            "cpu.shares {shares}, request {} → {want}",
+            s.cpu_request
+        );
+    }
     let mem = pod.cgroup_memory_limit()?;
     ensure!(
         mem == s.memory_limit,
@@ -218,8 +227,9 @@ fn three_pods_with_the_charts_limits_find_each_other_and_heal() -> Result<()> {
         assert_limits_enforced(p).with_context(|| p.name.clone())?;
     }
     println!(
-        "limits enforced: CFS quota {} cores, memory {} MiB, uid {}, read-only root, no caps, seccomp filter",
+        "limits enforced: CFS quota {} cores, cpu.shares for {} cores, memory {} MiB, uid {}, read-only root, no caps, seccomp filter",
         cluster.spec.cpu_limit,
+        cluster.spec.cpu_request,
         cluster.spec.memory_limit >> 20,
         cluster.spec.user
     );
