@@ -122,12 +122,17 @@ impl Drop for Image {
     }
 }
 
-/// `helm template` of the chart with `--set`s, as JSON documents (Helm and PyYAML from
-/// `scripts/install-k8s-tools.sh`).
-pub fn render_chart(sets: &[&str]) -> Result<Vec<Value>> {
+/// Installs Helm and the tools venv (`scripts/install-k8s-tools.sh`) once per test process;
+/// the `.tools` directory.
+pub fn k8s_tools() -> Result<PathBuf> {
     static CELL: OnceLock<Result<(), String>> = OnceLock::new();
     install_once(&CELL, "scripts/install-k8s-tools.sh")?;
-    let tools = root().join(".tools");
+    Ok(root().join(".tools"))
+}
+
+/// `helm template sensornet charts/sensornet --namespace default` with `--set`s: the YAML.
+pub fn render_chart_yaml(sets: &[&str]) -> Result<String> {
+    let tools = k8s_tools()?;
     let mut args = vec![
         "template",
         "sensornet",
@@ -146,9 +151,17 @@ pub fn render_chart(sets: &[&str]) -> Result<Vec<Value>> {
         "helm template",
     )?;
     if !out.status.success() {
-        bail!("helm template: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "helm template {sets:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let mut py = Command::new(tools.join("venv/bin/python"))
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// Every document of a YAML stream, as JSON (PyYAML from the tools venv).
+pub fn yaml_docs(yaml: &str) -> Result<Vec<Value>> {
+    let mut py = Command::new(k8s_tools()?.join("venv/bin/python"))
         .args([
             "-c",
             "import json,sys,yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
@@ -157,10 +170,18 @@ pub fn render_chart(sets: &[&str]) -> Result<Vec<Value>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
-    std::io::Write::write_all(py.stdin.as_mut().context("stdin")?, &out.stdout)?;
+    std::io::Write::write_all(py.stdin.as_mut().context("stdin")?, yaml.as_bytes())?;
     drop(py.stdin.take());
     let out = wait_output(&mut py, Duration::from_secs(60), "yaml to json")?;
+    if !out.status.success() {
+        bail!("yaml to json: {}", String::from_utf8_lossy(&out.stderr));
+    }
     Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// The chart rendered with `--set`s, as JSON documents.
+pub fn render_chart(sets: &[&str]) -> Result<Vec<Value>> {
+    yaml_docs(&render_chart_yaml(sets)?)
 }
 
 /// The document of `kind` in a rendered stream.
