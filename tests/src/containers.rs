@@ -687,26 +687,26 @@ impl Pod {
         Ok(q / p)
     }
 
+    /// A number from the container's cgroup: `v1` under the v1 controller, else `v2`.
+    fn cgroup_u64(&self, controller: &str, v1: &str, v2: &str) -> Result<u64> {
+        let d = self.cgroup_dir(controller)?;
+        let f = if d.join(v1).exists() {
+            d.join(v1)
+        } else {
+            d.join(v2)
+        };
+        let text = std::fs::read_to_string(&f).with_context(|| f.display().to_string())?;
+        Ok(text.trim().parse()?)
+    }
+
     /// The CPU weight under contention: cpu.shares on cgroup v1, cpu.weight on v2.
     pub fn cgroup_cpu_shares(&self) -> Result<u64> {
-        let d = self.cgroup_dir("cpu")?;
-        let f = if d.join("cpu.shares").exists() {
-            d.join("cpu.shares")
-        } else {
-            d.join("cpu.weight")
-        };
-        Ok(std::fs::read_to_string(f)?.trim().parse()?)
+        self.cgroup_u64("cpu", "cpu.shares", "cpu.weight")
     }
 
     /// The memory limit the kernel enforces, in bytes.
     pub fn cgroup_memory_limit(&self) -> Result<u64> {
-        let d = self.cgroup_dir("memory")?;
-        let f = if d.join("memory.limit_in_bytes").exists() {
-            d.join("memory.limit_in_bytes")
-        } else {
-            d.join("memory.max")
-        };
-        Ok(std::fs::read_to_string(f)?.trim().parse()?)
+        self.cgroup_u64("memory", "memory.limit_in_bytes", "memory.max")
     }
 
     /// A `/proc/PID/status` field of the container's main process.
