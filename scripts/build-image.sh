@@ -56,7 +56,7 @@ chown 10001:10001 "$root/data"
 # One layer from a tarball: `buildah add` keeps the tar's owners (a plain copy would make /data root's).
 tar -C "$root" --numeric-owner -cf "$root.tar" .
 
-# The Dockerfile's runtime settings, kept in the same order (tests compare them).
+# The Dockerfile's runtime settings (tests/tests/containers.rs compares the image with it).
 env_vars=(
   SENSORNET_PATH=/data
   SENSORNET_INIT=true
