@@ -13,6 +13,7 @@ use sensornet::repo::{multiaddr_to_host_port, DaemonInfo, Repo};
 use serde_json::Value;
 
 pub mod browser;
+pub mod containers;
 pub mod kubo;
 pub mod lazyfs;
 pub mod netns;

@@ -5,29 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sensornet_tests::{bin, eventually, http, output_within, wait_output, CommandExt, KillOnDrop};
+use sensornet_tests::containers::{k8s_tools, render_chart_yaml, root, yaml_docs};
+use sensornet_tests::{bin, eventually, http, wait_output, CommandExt, KillOnDrop};
 use serde_json::Value;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn tools() -> PathBuf {
-    let out = output_within(
-        &mut Command::new(root().join("scripts/install-k8s-tools.sh")),
-        Duration::from_secs(900),
-        "scripts/install-k8s-tools.sh",
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/install-k8s-tools.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    root().join(".tools")
+    k8s_tools().unwrap()
 }
 
 fn run(cmd: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
@@ -56,32 +39,13 @@ fn run(cmd: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String)
     )
 }
 
-fn render(t: &Path, sets: &[&str]) -> String {
-    let mut args = vec![
-        "template",
-        "sensornet",
-        "charts/sensornet",
-        "--namespace",
-        "default",
-    ];
-    for s in sets {
-        args.push("--set");
-        args.push(s);
-    }
-    let (ok, out, err) = run(&t.join("bin/helm"), &args, None);
-    assert!(ok, "helm template {sets:?}: {err}");
-    out
+fn render(sets: &[&str]) -> String {
+    render_chart_yaml(sets).unwrap()
 }
 
-/// Every document of a rendered YAML stream, as JSON (PyYAML from the tools venv).
-fn docs(t: &Path, yaml: &str) -> Vec<Value> {
-    let (ok, out, err) = run(
-        &t.join("venv/bin/python"),
-        &["-c", "import json,sys,yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"],
-        Some(yaml),
-    );
-    assert!(ok, "{err}");
-    serde_json::from_str(&out).unwrap()
+/// Every document of a rendered YAML stream, as JSON.
+fn docs(yaml: &str) -> Vec<Value> {
+    yaml_docs(yaml).unwrap()
 }
 
 fn kind<'a>(docs: &'a [Value], k: &str) -> Vec<&'a Value> {
@@ -123,10 +87,10 @@ fn chart_lints_renders_and_validates_for_every_value_set() {
         }
         let (ok, out, err) = run(&t.join("bin/helm"), &args, None);
         assert!(ok, "helm lint {sets:?}: {out}{err}");
-        let yaml = render(&t, sets);
+        let yaml = render(sets);
         // ServiceMonitor and PrometheusRule are CRDs, not in Kubernetes' schemas: validated by
         // promtool (the rules) and by shape below.
-        let core: Vec<Value> = docs(&t, &yaml)
+        let core: Vec<Value> = docs(&yaml)
             .into_iter()
             .filter(|d| d["apiVersion"] != "monitoring.coreos.com/v1")
             .collect();
@@ -138,7 +102,7 @@ fn chart_lints_renders_and_validates_for_every_value_set() {
         );
         assert!(ok, "kubernetes-validate {sets:?}: {out}{err}");
 
-        let all = docs(&t, &yaml);
+        let all = docs(&yaml);
         let sts = kind(&all, "StatefulSet");
         assert_eq!(sts.len(), 1);
         let pod = &sts[0]["spec"]["template"]["spec"];
@@ -307,7 +271,7 @@ fn bad_values_fail_with_a_schema_message() {
 #[test]
 fn plain_manifests_equal_the_chart_and_dockerfile_lints() {
     let t = tools();
-    let fresh = render(&t, &[]);
+    let fresh = render(&[]);
     let committed = std::fs::read_to_string(root().join("k8s/sensornet.yaml")).unwrap();
     let body: String = committed
         .lines()
@@ -330,8 +294,7 @@ fn plain_manifests_equal_the_chart_and_dockerfile_lints() {
 
 #[test]
 fn a_node_configured_like_the_pod_serves_the_probes_and_stops_in_the_grace_period() {
-    let t = tools();
-    let all = docs(&t, &render(&t, &[]));
+    let all = docs(&render(&[]));
     let sts = kind(&all, "StatefulSet")[0].clone();
     let pod = &sts["spec"]["template"]["spec"];
     let c = &pod["containers"][0];

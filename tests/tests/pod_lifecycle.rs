@@ -1,19 +1,24 @@
 //! The node under the pod lifecycle, driven as the kubelet and the HPA would drive it (no
 //! orchestrator in the product): replacement pods with the same or an empty volume, and a
-//! CPU-driven scale-up computed with the HPA's formula, then scale-down with SIGTERM.
+//! CPU-driven scale-up computed with the HPA's rule from the rendered chart's HPA (target,
+//! min, max) and CPU request, then scale-down with SIGTERM. Host processes; the same in real
+//! containers, with the CPU read from their cgroups, is tests/tests/containers.rs.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sensornet_tests::containers::{render_chart, Hpa, PodSpec};
 use sensornet_tests::{eventually, http, Daemon, Opts};
 
-/// The chart's defaults (values.yaml): CPU request 100m, target 70 %, 3..10 replicas.
-const CPU_REQUEST_CORES: f64 = 0.1;
-const TARGET_UTILIZATION: f64 = 70.0;
-const MIN_REPLICAS: usize = 3;
-const MAX_REPLICAS: usize = 10;
+/// The HPA and the CPU request (what utilisation is relative to) of the chart as Helm renders
+/// it with default values.
+fn rendered_hpa() -> (Hpa, f64) {
+    let docs = render_chart(&[]).unwrap();
+    let spec = PodSpec::from_chart(&docs, &Default::default()).unwrap();
+    (Hpa::from_chart(&docs).unwrap(), spec.cpu_request)
+}
 
 fn metric(node: &Daemon, name: &str) -> f64 {
     let (_, text) = node.get_metrics("/metrics").unwrap();
@@ -99,6 +104,7 @@ fn replacement_pods_turn_ready_caught_up_with_same_or_empty_volume() {
 
 #[test]
 fn cpu_flood_scales_up_by_the_hpa_formula_and_back_down_without_loss() {
+    let (hpa, cpu_request) = rendered_hpa();
     let dir = tempfile::tempdir().unwrap();
     let seed = Daemon::start(dir.path(), "sensornet-0", Opts::default()).unwrap();
     let boot = seed.swarm.clone();
@@ -153,17 +159,17 @@ fn cpu_flood_scales_up_by_the_hpa_formula_and_back_down_without_loss() {
     let util: Vec<f64> = before
         .iter()
         .zip(&after)
-        .map(|(b, a)| (a - b) / window.as_secs_f64() / CPU_REQUEST_CORES * 100.0)
+        .map(|(b, a)| (a - b) / window.as_secs_f64() / cpu_request * 100.0)
         .collect();
     let avg = util.iter().sum::<f64>() / util.len() as f64;
     assert!(
-        util[0] > TARGET_UTILIZATION,
+        util[0] > hpa.target,
         "flooded pod at {:.0}% of its CPU request",
         util[0]
     );
-    // desiredReplicas = ceil(currentReplicas × currentUtilization / targetUtilization), clamped.
-    let desired = ((pods.len() as f64 * avg / TARGET_UTILIZATION).ceil() as usize)
-        .clamp(MIN_REPLICAS, MAX_REPLICAS);
+    // desiredReplicas = ceil(currentReplicas × currentUtilization / targetUtilization), clamped
+    // to the rendered min/max, unchanged within the 0.1 tolerance.
+    let desired = hpa.recommend(pods.len(), &util);
     println!(
         "HPA: utilisation per pod {util:.0?} %, average {avg:.0} % → desired {desired} replicas"
     );
@@ -188,7 +194,7 @@ fn cpu_flood_scales_up_by_the_hpa_formula_and_back_down_without_loss() {
     assert!(acked.len() > 100);
 
     // Scale down: the StatefulSet removes the highest ordinals, with SIGTERM.
-    while pods.len() > MIN_REPLICAS {
+    while pods.len() > hpa.min {
         let mut p = pods.pop().unwrap();
         let st = p
             .stop_with(nix::sys::signal::Signal::SIGTERM, Duration::from_secs(30))
