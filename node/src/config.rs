@@ -266,7 +266,12 @@ pub struct DaemonArgs {
     /// Run a sensor inside this node: temperature, humidity or air-quality; repeat it (or
     /// give a comma-separated list) for a board with several, such as a BME280's
     /// temperature and humidity. The --sensor-* settings apply to each.
-    #[arg(long, env = "SENSORNET_SENSOR", value_name = "KIND", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SENSORNET_SENSOR",
+        value_name = "KIND",
+        value_delimiter = ','
+    )]
     pub sensor: Vec<String>,
     /// Sensor source: sim, sim:SEED, hwmon, hwmon:PATH, csv:PATH [default: sim].
     #[arg(long, env = "SENSORNET_SENSOR_SOURCE", value_name = "SOURCE")]
@@ -469,7 +474,10 @@ fn sensors(
         }
     }
     for (i, a) in sensors.iter().enumerate() {
-        if sensors[..i].iter().any(|b| b.kind == a.kind && b.id == a.id) {
+        if sensors[..i]
+            .iter()
+            .any(|b| b.kind == a.kind && b.id == a.id)
+        {
             return Err(ConfigError::Invalid {
                 what: "--sensor",
                 value: a.kind.clone(),

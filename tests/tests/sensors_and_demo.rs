@@ -162,7 +162,10 @@ fn a_node_runs_several_in_process_sensors_from_flags_or_an_env_list() {
     )
     .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "two humidity sensors must be refused");
+    assert!(
+        !out.status.success(),
+        "two humidity sensors must be refused"
+    );
     assert!(err.contains("two sensors of one kind"), "{err}");
 }
 
