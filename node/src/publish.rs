@@ -27,6 +27,14 @@ type SourceLocks = HashMap<(String, String), Arc<Mutex<()>>>;
 pub enum PublishError {
     #[error(transparent)]
     Invalid(#[from] ReadingError),
+    /// A reading of a batch failed its checks; nothing of the batch was published.
+    #[error("reading {index} of the batch: {error}; nothing of the batch was published")]
+    InBatch {
+        /// Position in the batch, from 1.
+        index: usize,
+        /// What is wrong with it.
+        error: ReadingError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the node is shutting down")]
@@ -146,16 +154,16 @@ impl Publisher {
         }
     }
 
-    /// Publishes a reading: chained to the source's head, committed, then gossiped.
-    /// Returns once the block is durable.
-    pub async fn publish_reading(&self, new: NewReading) -> Result<(Cid, Reading), PublishError> {
+    /// Checks a reading to publish and fills the node's defaults; `seq` and `prev` are set
+    /// when it is chained, under its source's lock.
+    pub fn prepare(&self, new: NewReading) -> Result<Reading, ReadingError> {
         let topic = canonical_topic(new.topic.trim()).to_string();
         let unit = new
             .unit
             .or_else(|| known_topic(&topic).map(|t| t.unit.to_string()))
             .unwrap_or_default();
         let source = new.source.unwrap_or_else(|| self.default_source.clone());
-        let mut reading = Reading {
+        let reading = Reading {
             aqi: new.aqi,
             seq: 1,
             prev: None,
@@ -167,51 +175,124 @@ impl Publisher {
             source,
         };
         reading.validate()?;
-        self.wait_ready().await?;
-        let lock = self.source_lock(&reading.topic, &reading.source);
-        let _guard = lock.lock().await;
-        // A Merkle clock: the reading follows the greatest head this node holds and joins the
-        // others (written concurrently on other nodes), one above the highest of them.
-        let heads = self.store.heads_of(&reading.topic, &reading.source)?;
-        if let Some(first) = heads.first() {
-            reading.seq = first.seq + 1;
-            reading.prev = Some(first.cid);
-            let mut joins: Vec<Cid> = heads.iter().skip(1).map(|h| h.cid).collect();
-            // More heads than a reading may join: the greatest are joined now, the rest by
-            // the next readings.
-            joins.truncate(crate::reading::MAX_JOINS);
-            joins.sort();
-            reading.joins = joins;
-        }
-        let (cid, bytes) = reading.encode();
-        let size = bytes.len() as u64;
-        let committed = self
-            .store
-            .submit(Batch {
-                blocks: vec![(cid, bytes.clone())],
-                linked: vec![(cid, reading.clone(), size)],
-                ..Batch::default()
+        Ok(reading)
+    }
+
+    /// Publishes a reading: chained to the source's head, committed, then gossiped.
+    /// Returns once the block is durable.
+    pub async fn publish_reading(&self, new: NewReading) -> Result<(Cid, Reading), PublishError> {
+        let reading = self.prepare(new)?;
+        let mut done = self.publish_prepared(vec![reading]).await?;
+        Ok(done.remove(0))
+    }
+
+    /// Publishes many readings at once, all or nothing: every one is checked first (the
+    /// error names the first bad one, counted from 1), then all go into one durable commit.
+    /// Readings of one source are chained in the order given.
+    pub async fn publish_batch(
+        &self,
+        news: Vec<NewReading>,
+    ) -> Result<Vec<(Cid, Reading)>, PublishError> {
+        let readings = news
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| {
+                self.prepare(n).map_err(|error| PublishError::InBatch {
+                    index: i + 1,
+                    error,
+                })
             })
-            .await?;
-        // Gossip goes out while the commit runs, still in per-source order (under the lock);
+            .collect::<Result<Vec<_>, _>>()?;
+        self.publish_prepared(readings).await
+    }
+
+    /// Chains, commits (one transaction), gossips and delivers readings from [`Self::prepare`].
+    pub async fn publish_prepared(
+        &self,
+        mut readings: Vec<Reading>,
+    ) -> Result<Vec<(Cid, Reading)>, PublishError> {
+        if readings.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.wait_ready().await?;
+        // Every source of the batch is locked, in one global order so that two batches
+        // sharing sources cannot wait on each other.
+        let mut keys: Vec<(String, String)> = readings
+            .iter()
+            .map(|r| (r.topic.clone(), r.source.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let locks: Vec<_> = keys.iter().map(|(t, s)| self.source_lock(t, s)).collect();
+        let mut guards = Vec::with_capacity(locks.len());
+        for lock in &locks {
+            guards.push(lock.lock().await);
+        }
+        // A Merkle clock: a source's first reading here follows the greatest head this node
+        // holds and joins the others (written concurrently on other nodes), one above the
+        // highest of them; the batch's next readings of that source follow it.
+        let mut last: HashMap<(String, String), (u64, Cid)> = HashMap::new();
+        let mut done = Vec::with_capacity(readings.len());
+        let mut batch = Batch::default();
+        for mut reading in readings.drain(..) {
+            let key = (reading.topic.clone(), reading.source.clone());
+            match last.get(&key) {
+                Some(&(seq, cid)) => {
+                    reading.seq = seq + 1;
+                    reading.prev = Some(cid);
+                }
+                None => {
+                    let heads = self.store.heads_of(&reading.topic, &reading.source)?;
+                    if let Some(first) = heads.first() {
+                        reading.seq = first.seq + 1;
+                        reading.prev = Some(first.cid);
+                        let mut joins: Vec<Cid> = heads.iter().skip(1).map(|h| h.cid).collect();
+                        // More heads than a reading may join: the greatest are joined now,
+                        // the rest by the next readings.
+                        joins.truncate(crate::reading::MAX_JOINS);
+                        joins.sort();
+                        reading.joins = joins;
+                    }
+                }
+            }
+            let (cid, bytes) = reading.encode();
+            last.insert(key, (reading.seq, cid));
+            batch
+                .linked
+                .push((cid, reading.clone(), bytes.len() as u64));
+            batch.blocks.push((cid, bytes));
+            done.push((cid, reading));
+        }
+        let datas: Vec<Arc<Vec<u8>>> = batch
+            .blocks
+            .iter()
+            .map(|(_, b)| Arc::new(b.clone()))
+            .collect();
+        let committed = self.store.submit(batch).await?;
+        // Gossip goes out while the commit runs, still in per-source order (under the locks);
         // the publisher's answer waits for the commit. Should the node die before it commits,
-        // peers hold the reading and the restarted node fetches it back with the heads.
-        let data = Arc::new(bytes);
-        self.gossip(&reading.topic, data.to_vec()).await?;
+        // peers hold the readings and the restarted node fetches them back with the heads.
+        for ((_, reading), data) in done.iter().zip(&datas) {
+            self.gossip(&reading.topic, data.to_vec()).await?;
+        }
         committed.wait().await?;
-        self.metrics
-            .published
-            .get_or_create(&Metrics::topic(&reading.topic))
-            .inc();
-        self.bus.deliver(Linked {
-            cid,
-            reading: reading.clone(),
-            backfilled: false,
-            from: Some(self.net.local),
-            seqno: None,
-            data,
-        });
-        Ok((cid, reading))
+        for ((cid, reading), data) in done.iter().zip(datas) {
+            self.metrics
+                .published
+                .get_or_create(&Metrics::topic(&reading.topic))
+                .inc();
+            self.bus.deliver(Linked {
+                cid: *cid,
+                reading: reading.clone(),
+                backfilled: false,
+                from: Some(self.net.local),
+                seqno: None,
+                data,
+            });
+        }
+        // Held until delivered: subscribers here see a source's readings in seq order.
+        drop(guards);
+        Ok(done)
     }
 
     /// Publishes an opaque payload (Kubo `pubsub/pub`); a payload that is a valid reading

@@ -4,6 +4,9 @@
   paho_client.py subscribe HOST PORT CLIENT_ID FILTER        persistent session (expiry 300 s), subscribe, leave
   paho_client.py collect HOST PORT CLIENT_ID COUNT TIMEOUT   resume it; print {"present":…} then each message
   paho_client.py subs HOST PORT COUNT                        one SUBSCRIBE of COUNT filters; print the reason codes
+  paho_client.py pipeline HOST PORT TOPIC COUNT BAD          COUNT QoS 1 publishes without waiting (number BAD, from 0,
+                                                             is not a number); print the server's Receive Maximum and
+                                                             each PUBACK's reason code in publish order
 """
 import json
 import sys
@@ -27,9 +30,10 @@ def connect(c, host, port, persistent):
     done = threading.Event()
     out = {}
 
-    def on_connect(_c, _u, flags, reason, _p):
+    def on_connect(_c, _u, flags, reason, p):
         out["present"] = bool(flags.session_present)
         out["reason"] = reason.value
+        out["receive_maximum"] = getattr(p, "ReceiveMaximum", None)
         done.set()
 
     c.on_connect = on_connect
@@ -90,6 +94,33 @@ def main():
         print(json.dumps({"codes": codes}), flush=True)
         c.disconnect()
         c.loop_stop()
+    elif cmd == "pipeline":
+        host, port, topic, count, bad = sys.argv[2:7]
+        count, bad = int(count), int(bad)
+        c = client("pipe-%d" % time.time_ns())
+        c.max_inflight_messages_set(256)
+        got = {}
+        lock = threading.Lock()
+        def on_publish(_c, _u, mid, reason, _p):
+            with lock:
+                got[mid] = reason.value
+
+        c.on_publish = on_publish
+        info = connect(c, host, port, False)
+        mids = []
+        for i in range(count):
+            payload = "warm" if i == bad else "%d" % (10 + i % 50)
+            mids.append(c.publish(topic, payload, qos=1).mid)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            with lock:
+                if len(got) >= count:
+                    break
+            time.sleep(0.02)
+        c.disconnect()
+        c.loop_stop()
+        info["codes"] = [got.get(m) for m in mids]
+        print(json.dumps(info), flush=True)
     else:
         sys.exit(__doc__)
 

@@ -641,3 +641,92 @@ fn other_topics_are_raw_pubsub_topics() {
     msub(&a, &["-W", "2", "-t", "chat/+"]);
     assert!(metric(&a, "sensornet_mqtt_rejects_total{reason=\"bad-filter\"}") >= 1.0);
 }
+
+/// A source's values in seq order on `d`.
+fn in_seq_order(d: &Daemon, topic: &str, source: &str) -> Vec<(u64, f64)> {
+    let mut h: Vec<(u64, f64)> = d
+        .history(topic)
+        .unwrap()
+        .iter()
+        .filter(|r| r["source"] == source)
+        .map(|r| (r["seq"].as_u64().unwrap(), r["value"].as_f64().unwrap()))
+        .collect();
+    h.sort_by_key(|(seq, _)| *seq);
+    h
+}
+
+#[test]
+fn publishes_in_flight_together_share_a_commit_and_are_acknowledged_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Daemon::start(dir.path(), "a", Opts::default()).unwrap();
+    a.wait_ready(T).unwrap();
+    let (h, p) = host_port(&a);
+
+    // mosquitto_pub -l (3.1.1) keeps several QoS 1 publishes in flight: 3,000 lines, every
+    // one stored in order, in far fewer commits than readings.
+    let before = metric(&a, "sensornet_store_commits_total");
+    let mut child = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            &h,
+            "-p",
+            &p,
+            "-q",
+            "1",
+            "-l",
+            "-t",
+            "sensornet/temp/pipe4",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let sent: Vec<f64> = (0..3000).map(|i| f64::from(i % 100) / 4.0).collect();
+    for v in &sent {
+        writeln!(stdin, "{v}").unwrap();
+    }
+    drop(stdin);
+    let out =
+        sensornet_tests::wait_output(&mut child, Duration::from_secs(120), "mosquitto_pub -l")
+            .unwrap();
+    assert!(out.status.success(), "mosquitto_pub -l failed");
+    let commits = metric(&a, "sensornet_store_commits_total") - before;
+    let got = in_seq_order(&a, "temperature", "pipe4");
+    assert_eq!(got.len(), 3000, "every acknowledged reading stored");
+    assert!(got.iter().map(|(s, _)| *s).eq(1..=3000), "seqs 1..=3000");
+    assert_eq!(
+        got.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+        sent,
+        "in the order sent"
+    );
+    println!("3,000 QoS 1 publishes from one mosquitto_pub -l: {commits} commits");
+    assert!(
+        commits <= 1000.0,
+        "{commits} commits for 3,000 pipelined readings: in-flight publishes are not folded"
+    );
+
+    // MQTT 5 (paho): the node announces its Receive Maximum; 200 publishes in flight, one of
+    // them not a number: that one gets 0x99 at its place, the other 199 succeed, in order.
+    let out = paho(&["pipeline", &h, &p, "sensornet/humidity/pipe5", "200", "57"]);
+    let v: Value = serde_json::from_str(out.last().expect("paho output")).unwrap();
+    assert_eq!(v["receive_maximum"], 256, "{v}");
+    let codes: Vec<u64> = v["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().expect("every publish acknowledged"))
+        .collect();
+    assert_eq!(codes.len(), 200);
+    for (i, c) in codes.iter().enumerate() {
+        let want = if i == 57 { 0x99 } else { 0 };
+        assert_eq!(*c, want, "PUBACK of publish {i}: {codes:?}");
+    }
+    let got = in_seq_order(&a, "humidity", "pipe5");
+    let want: Vec<f64> = (0..200)
+        .filter(|i| *i != 57)
+        .map(|i| f64::from(10 + i % 50))
+        .collect();
+    assert_eq!(got.iter().map(|(_, v)| *v).collect::<Vec<_>>(), want);
+    assert!(got.iter().map(|(s, _)| *s).eq(1..=199));
+    assert!(metric(&a, "sensornet_mqtt_rejects_total{reason=\"bad-reading\"}") >= 1.0);
+}

@@ -192,3 +192,144 @@ fn restart_keeps_peer_id_and_init_refuses_existing_repo() {
         .unwrap();
     assert_eq!(v["Seq"], 2);
 }
+
+/// `sensornet_store_commits_total` of a node.
+fn commits(node: &Daemon) -> u64 {
+    let (_, text) = node.get_metrics("/metrics").unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("sensornet_store_commits_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("sensornet_store_commits_total is exported") as u64
+}
+
+fn post_batch(node: &Daemon, body: String) -> (u16, String) {
+    let resp = sensornet_tests::http()
+        .post(format!("http://{}/api/v0/reading/pub-batch", node.api))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    (resp.status().as_u16(), resp.text().unwrap())
+}
+
+#[test]
+fn a_batch_is_published_all_or_nothing_in_one_commit_and_reaches_the_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = cluster(dir.path(), 2).unwrap();
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // 300 readings of three sources, interleaved, one of them through the `temp` alias.
+    let mut body = String::new();
+    for i in 0..300 {
+        let (topic, source) = match i % 3 {
+            0 => ("temp", "batch-t"),
+            1 => ("humidity", "batch-h"),
+            _ => ("air-quality", "batch-q"),
+        };
+        body.push_str(&format!(
+            "{{\"topic\":\"{topic}\",\"value\":{},\"source\":\"{source}\"}}\n",
+            10 + (i / 3) % 80
+        ));
+    }
+    let before = commits(a);
+    let (status, text) = post_batch(a, body.clone());
+    assert_eq!(status, 200, "{text}");
+    let after = commits(a);
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 300, "one answer line per reading");
+    // Each source's readings are chained in the order given: seq 1..=100.
+    for (source, topic) in [
+        ("batch-t", "temperature"),
+        ("batch-h", "humidity"),
+        ("batch-q", "air-quality"),
+    ] {
+        let seqs: Vec<u64> = lines
+            .iter()
+            .filter(|l| l["Source"] == source)
+            .map(|l| {
+                assert_eq!(l["Topic"], topic);
+                l["Seq"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(seqs, (1..=100).collect::<Vec<_>>(), "{source}");
+    }
+    // Answered once durable, in one commit (the node's own housekeeping may add one).
+    assert!(
+        (1..=2).contains(&(after - before)),
+        "300 readings took {} commits",
+        after - before
+    );
+    let of = |node: &Daemon, topic: &str, source: &str| -> Vec<f64> {
+        let mut h: Vec<_> = node
+            .history(topic)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r["source"] == source)
+            .collect();
+        h.sort_by_key(|r| r["seq"].as_u64());
+        h.iter().map(|r| r["value"].as_f64().unwrap()).collect()
+    };
+    let want: Vec<f64> = (0..100).map(|k| f64::from(10 + k % 80)).collect();
+    assert_eq!(of(a, "temperature", "batch-t"), want);
+    sensornet_tests::eventually(Duration::from_secs(30), "the batch on the peer", || {
+        Ok((of(b, "temperature", "batch-t") == want
+            && of(b, "humidity", "batch-h").len() == 100
+            && of(b, "air-quality", "batch-q").len() == 100)
+            .then_some(()))
+    })
+    .unwrap();
+
+    // All or nothing: a bad line anywhere refuses the whole batch, naming the line.
+    let cases = [
+        (
+            "{\"topic\":\"temp\",\"value\":\"warm\",\"source\":\"bad\"}",
+            "line 3",
+        ),
+        (
+            "{\"topic\":\"temp\",\"value\":1e9,\"source\":\"bad\"}",
+            "line 3",
+        ),
+        (
+            "{\"topic\":\"temp\",\"value\":20,\"source\":\"bad\",\"colour\":1}",
+            "line 3",
+        ),
+        ("not json", "line 3"),
+    ];
+    for (bad, names) in cases {
+        let body = format!(
+            "{{\"topic\":\"temp\",\"value\":20,\"source\":\"bad\"}}\n\n{bad}\n{{\"topic\":\"temp\",\"value\":21,\"source\":\"bad\"}}\n"
+        );
+        let (status, text) = post_batch(a, body);
+        assert_eq!(status, 400, "{bad}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let msg = v["Message"].as_str().unwrap();
+        assert!(msg.contains(names), "{bad}: {msg}");
+        assert!(msg.contains("nothing of the batch was published"), "{msg}");
+        assert_eq!(v["Type"], "error");
+    }
+    assert!(
+        of(a, "temperature", "bad").is_empty(),
+        "nothing of a refused batch is stored"
+    );
+    let (status, text) = post_batch(a, "\n\n".into());
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("no readings"), "{text}");
+    let big: String = (0..10_001)
+        .map(|i| {
+            format!(
+                "{{\"topic\":\"temp\",\"value\":{},\"source\":\"big\"}}\n",
+                i % 30
+            )
+        })
+        .collect();
+    let (status, text) = post_batch(a, big);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("more than 10000"), "{text}");
+    assert!(of(a, "temperature", "big").is_empty());
+    let (status, text) = post_batch(a, " ".repeat(4_000_001));
+    assert_eq!(status, 413, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("Kubo's JSON error shape");
+    assert!(v["Message"].as_str().unwrap().contains("split it"), "{v}");
+}

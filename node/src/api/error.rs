@@ -87,7 +87,7 @@ impl From<StoreError> for ApiError {
 impl From<PublishError> for ApiError {
     fn from(e: PublishError) -> Self {
         match e {
-            PublishError::Invalid(e) => ApiError::bad(e.to_string()),
+            PublishError::Invalid(_) | PublishError::InBatch { .. } => ApiError::bad(e.to_string()),
             PublishError::Store(e) => e.into(),
             PublishError::Stopped | PublishError::NotReady(_) => ApiError {
                 status: StatusCode::SERVICE_UNAVAILABLE,

@@ -132,6 +132,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v0/dag/get", rpc(kubo::dag_get))
         .route("/api/v0/dag/put", rpc(kubo::dag_put))
         .route("/api/v0/reading/pub", rpc(readings::publish))
+        .route(
+            "/api/v0/reading/pub-batch",
+            rpc(readings::publish_batch).layer(axum::extract::DefaultBodyLimit::max(
+                readings::MAX_BATCH_BODY,
+            )),
+        )
         .route("/api/v0/reading/history", rpc(history::history))
         .route("/api/v0/reading/sub", rpc(readings::subscribe))
         .route("/api/v0/reading/heads", rpc(readings::heads))

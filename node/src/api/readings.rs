@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::{stream_headers, ApiError, ApiState, Args};
 use crate::bus::{Delivery, Received};
 use crate::clock::now_ms;
-use crate::publish::NewReading;
+use crate::publish::{NewReading, PublishError};
 use crate::reading::{canonical_topic, Reading};
 
 /// A reading as the API shows it.
@@ -68,6 +68,92 @@ pub async fn publish(
         "Cid": cid.to_string(), "Topic": r.topic, "Source": r.source, "Seq": r.seq,
         "Time": r.time, "Value": r.value, "Unit": r.unit,
     })))
+}
+
+/// Most readings one `reading/pub-batch` request may carry.
+pub const MAX_BATCH: usize = 10_000;
+/// Largest `reading/pub-batch` body: [`MAX_BATCH`] lines of up to 400 bytes.
+pub const MAX_BATCH_BODY: usize = MAX_BATCH * 400;
+
+/// One line of a `reading/pub-batch` body.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchLine {
+    topic: String,
+    value: f64,
+    unit: Option<String>,
+    source: Option<String>,
+    time: Option<u64>,
+    aqi: Option<u16>,
+}
+
+/// `reading/pub-batch`: the body is NDJSON, one reading per line
+/// (`{"topic":"temp","value":21.5,"source":"s1"}`, the keys of `reading/pub`); all or nothing,
+/// in one durable commit, answered once durable with one line per reading in order.
+pub async fn publish_batch(
+    State(s): State<ApiState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| ApiError {
+        status: e.status(),
+        message: format!(
+            "reading the batch: {e} (at most {MAX_BATCH_BODY} bytes and {MAX_BATCH} readings per request: split it)"
+        ),
+    })?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad(format!("the body is not UTF-8 text: {e}")))?;
+    let mut news = Vec::new();
+    let mut line_of = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if news.len() == MAX_BATCH {
+            return Err(ApiError::bad(format!(
+                "more than {MAX_BATCH} readings in one batch: split it into several requests"
+            )));
+        }
+        let l: BatchLine = serde_json::from_str(line).map_err(|e| {
+            ApiError::bad(format!(
+                "line {}: {e}; each line is a JSON object such as {{\"topic\":\"temperature\",\"value\":21.5}}; nothing of the batch was published",
+                i + 1
+            ))
+        })?;
+        line_of.push(i + 1);
+        news.push(NewReading {
+            topic: l.topic,
+            value: l.value,
+            unit: l.unit,
+            source: l.source,
+            time: l.time,
+            aqi: l.aqi,
+        });
+    }
+    if news.is_empty() {
+        return Err(ApiError::bad(
+            "the body holds no readings: send NDJSON, one {\"topic\":…,\"value\":…} object per line",
+        ));
+    }
+    let done = s.publisher.publish_batch(news).await.map_err(|e| match e {
+        PublishError::InBatch { index, error } => ApiError::bad(format!(
+            "line {}: {error}; nothing of the batch was published",
+            line_of[index - 1]
+        )),
+        other => other.into(),
+    })?;
+    let mut out = String::with_capacity(done.len() * 120);
+    for (cid, r) in &done {
+        out.push_str(
+            &json!({"Cid": cid.to_string(), "Topic": r.topic, "Source": r.source, "Seq": r.seq, "Time": r.time})
+                .to_string(),
+        );
+        out.push('\n');
+    }
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response())
 }
 
 /// `reading/heads[?topic=]`: the head of every source, with its holes (readings missing

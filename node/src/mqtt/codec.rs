@@ -517,7 +517,7 @@ fn encode5(packet: &Outgoing, out: &mut BytesMut) -> Result<usize, b5::Error> {
             let accepted = matches!(code, v5::ConnectReturnCode::Success);
             let properties = accepted.then(|| v5::ConnAckProperties {
                 session_expiry_interval: None,
-                receive_max: None,
+                receive_max: Some(super::MAX_PIPELINE as u16),
                 max_qos: Some(1),
                 retain_available: Some(1),
                 max_packet_size: Some(*max_packet),

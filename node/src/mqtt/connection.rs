@@ -112,15 +112,7 @@ impl Conn {
     }
 
     pub(super) async fn send(&mut self, p: &Outgoing) -> std::io::Result<()> {
-        self.out.clear();
-        codec::encode(self.version, p, &mut self.out).map_err(std::io::Error::other)?;
-        if self.out.is_empty() {
-            return Ok(());
-        }
-        match tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(&self.out)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::other("client does not read")),
-        }
+        self.send_all(std::slice::from_ref(p)).await
     }
 
     /// Closes with a reason (5.0 DISCONNECT; 3.1.1 has none and just closes).
@@ -252,32 +244,104 @@ impl Conn {
         Ok(())
     }
 
-    /// Publishes through the node's publisher; the error is the PUBACK a 5.0 client gets.
+    /// A PUBLISH to a reading topic as a reading ready to chain (`Ok(Err(raw topic))` for
+    /// a raw topic); the error is the PUBACK a 5.0 client gets.
+    fn reading_of(
+        &self,
+        topic: &str,
+        payload: &Bytes,
+    ) -> Result<Result<Reading, String>, (AckCode, &'static str)> {
+        let invalid = |e: String| (AckCode::Invalid(e), "bad-reading");
+        match topics::target(topic).map_err(|e| (AckCode::Invalid(e.to_string()), "bad-topic"))? {
+            Target::Reading { topic, source } => {
+                let new = topics::new_reading(&topic, &source, payload)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let r = self
+                    .shared
+                    .publisher
+                    .prepare(new)
+                    .map_err(|e| invalid(e.to_string()))?;
+                Ok(Ok(r))
+            }
+            Target::Raw(t) => Ok(Err(t)),
+        }
+    }
+
+    /// Publishes a PUBLISH's payload through the node's publisher (readings one by one; the
+    /// pipelined path is [`Self::flush`]); the error is the PUBACK a 5.0 client gets.
     pub(super) async fn publish(
         &self,
         topic: &str,
         payload: &Bytes,
     ) -> Result<(), (AckCode, &'static str)> {
-        let invalid = |e: String| (AckCode::Invalid(e), "bad-reading");
-        let target =
-            topics::target(topic).map_err(|e| (AckCode::Invalid(e.to_string()), "bad-topic"))?;
-        let result = match target {
-            Target::Reading { topic, source } => {
-                let new = topics::new_reading(&topic, &source, payload)
-                    .map_err(|e| invalid(e.to_string()))?;
-                self.shared.publisher.publish_reading(new).await.map(|_| ())
-            }
-            Target::Raw(t) => {
-                self.shared
-                    .publisher
-                    .publish_raw(&t, payload.to_vec())
-                    .await
-            }
+        let publisher = &self.shared.publisher;
+        let result = match self.reading_of(topic, payload)? {
+            Ok(r) => publisher.publish_prepared(vec![r]).await.map(|_| ()),
+            Err(raw) => publisher.publish_raw(&raw, payload.to_vec()).await,
         };
         result.map_err(|e| match e {
-            PublishError::Invalid(e) => invalid(e.to_string()),
+            PublishError::Invalid(e) => (AckCode::Invalid(e.to_string()), "bad-reading"),
             other => (AckCode::Unavailable(other.to_string()), "unavailable"),
         })
+    }
+
+    /// Commits the pipelined reading PUBLISHes together (one durable commit), then sends
+    /// their PUBACKs in the order they came; `Err` ends the connection (3.1.1 has no negative
+    /// PUBACK: the unacknowledged messages are what its client sees).
+    async fn flush(&mut self, run: &mut Vec<Pipelined>) -> Result<(), End> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let readings: Vec<Reading> = run
+            .iter()
+            .filter_map(|p| p.reading.as_ref().ok().cloned())
+            .collect();
+        let failed = match self.shared.publisher.publish_prepared(readings).await {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(client = %self.client_id, error = %e, "MQTT publishes not committed");
+                Some(AckCode::Unavailable(e.to_string()))
+            }
+        };
+        let mut acks = Vec::new();
+        for p in run.drain(..) {
+            let code = match (p.reading, &failed) {
+                (Ok(_), None) => AckCode::Success,
+                (Ok(_), Some(code)) => {
+                    self.shared.metrics.mqtt_reject("unavailable");
+                    code.clone()
+                }
+                (Err((code, reason)), _) => {
+                    self.shared.metrics.mqtt_reject(reason);
+                    tracing::info!(client = %self.client_id, topic = %p.topic, ?code, "MQTT publish refused");
+                    code
+                }
+            };
+            if p.qos == 1 {
+                if code != AckCode::Success && self.version == Version::V4 {
+                    // Those acknowledged so far stand; the rest stay unacknowledged.
+                    self.send_all(&acks).await.map_err(|_| End::Lost)?;
+                    return Err(End::Lost);
+                }
+                acks.push(Outgoing::PubAck { pkid: p.pkid, code });
+            }
+        }
+        self.send_all(&acks).await.map_err(|_| End::Lost)
+    }
+
+    /// Writes several packets in one go.
+    async fn send_all(&mut self, packets: &[Outgoing]) -> std::io::Result<()> {
+        self.out.clear();
+        for p in packets {
+            codec::encode(self.version, p, &mut self.out).map_err(std::io::Error::other)?;
+        }
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(&self.out)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::other("client does not read")),
+        }
     }
 
     pub(super) async fn persist(&self) {
@@ -543,17 +607,26 @@ pub(super) async fn run(
     }
 }
 
-/// Handles every complete packet in `buf`; `Some` when the connection must end.
+/// A reading PUBLISH waiting for the pipeline's commit.
+struct Pipelined {
+    topic: String,
+    qos: u8,
+    pkid: u16,
+    reading: Result<Reading, (AckCode, &'static str)>,
+}
+
+/// Handles every complete packet in `buf`; `Some` when the connection must end. Reading
+/// PUBLISHes (QoS 0 and 1) that arrive back to back, as from a client with several in flight,
+/// are committed together: one fsync for up to [`super::MAX_PIPELINE`], PUBACKs in order.
 async fn drain(conn: &mut Conn, buf: &mut BytesMut, max_packet: usize) -> Option<End> {
+    let mut run: Vec<Pipelined> = Vec::new();
     loop {
-        match codec::decode(buf, Some(conn.version), max_packet) {
-            Ok(Some(p)) => {
-                if let Err(end) = conn.handle(p).await {
+        let packet = match codec::decode(buf, Some(conn.version), max_packet) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Err(end) = conn.flush(&mut run).await {
                     return Some(end);
                 }
-            }
-            Ok(None) => return None,
-            Err(e) => {
                 conn.shared.metrics.mqtt_reject(reject_reason(&e));
                 tracing::info!(client = %conn.client_id, error = %e, "bad MQTT packet; closing");
                 let code = match e {
@@ -562,6 +635,48 @@ async fn drain(conn: &mut Conn, buf: &mut BytesMut, max_packet: usize) -> Option
                 };
                 return Some(conn.close(code, End::Lost).await);
             }
+        };
+        let Some(p) = packet else {
+            return conn.flush(&mut run).await.err();
+        };
+        if let Incoming::Publish {
+            topic,
+            qos,
+            pkid,
+            payload,
+        } = &p
+        {
+            if *qos <= 1 {
+                let reading = conn.reading_of(topic, payload);
+                // Raw topics go one by one; a 3.1.1 client's bad reading ends the connection
+                // once those before it are acknowledged.
+                let pipelined = match &reading {
+                    Ok(Ok(_)) => true,
+                    Ok(Err(_raw)) => false,
+                    Err(_) => conn.version == Version::V5,
+                };
+                if pipelined {
+                    conn.shared.metrics.mqtt_messages_in.inc();
+                    run.push(Pipelined {
+                        topic: topic.clone(),
+                        qos: *qos,
+                        pkid: *pkid,
+                        reading: reading.map(|r| r.expect("a reading topic")),
+                    });
+                    if run.len() >= super::MAX_PIPELINE {
+                        if let Err(end) = conn.flush(&mut run).await {
+                            return Some(end);
+                        }
+                    }
+                    continue;
+                }
+            }
+        }
+        if let Err(end) = conn.flush(&mut run).await {
+            return Some(end);
+        }
+        if let Err(end) = conn.handle(p).await {
+            return Some(end);
         }
     }
 }

@@ -21,6 +21,10 @@ use crate::store::Store;
 pub use listener::{bind, run};
 pub use session::Sessions;
 
+/// Most QoS 0/1 reading PUBLISHes of one connection committed together (one fsync, then
+/// their PUBACKs in order); also the Receive Maximum a 5.0 client is told.
+pub const MAX_PIPELINE: usize = 256;
+
 /// Bounds that keep one client from taking the node's memory.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -178,6 +178,9 @@ pub(crate) struct Shared {
     /// The file, or `None` for an in-memory store (tests), which cannot be reopened.
     path: Option<std::path::PathBuf>,
     db: std::sync::RwLock<Option<Arc<Database>>>,
+    /// Durable write transactions (`sensornet_store_commits_total`): readings per commit
+    /// shows how well concurrent writes are folded together.
+    commits: prometheus_client::metrics::counter::Counter,
 }
 
 impl Shared {
@@ -334,9 +337,15 @@ impl Store {
         let shared = Arc::new(Shared {
             path,
             db: std::sync::RwLock::new(Some(Arc::new(db))),
+            commits: Default::default(),
         });
         let writer = writer::Writer::spawn(shared.clone());
         Ok(Store { shared, writer })
+    }
+
+    /// Counts the writer's durable commits (shares its count: register it as a metric).
+    pub fn commits(&self) -> prometheus_client::metrics::counter::Counter {
+        self.shared.commits.clone()
     }
 
     /// Applies a batch durably; returns once it is on disk.

@@ -140,6 +140,7 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
         needs_reopen = result.as_ref().is_err_and(StoreError::needs_reopen);
         match result {
             Ok(()) => {
+                shared.commits.inc();
                 for (_, done) in group {
                     let _ = done.send(Ok(()));
                 }
