@@ -92,6 +92,28 @@ pub fn score_params(topics: &[String]) -> PeerScoreParams {
     params
 }
 
+/// gossipsub's settings: Strict signing, go-libp2p's message ids, 1 MiB messages.
+pub fn gossip_config() -> anyhow::Result<gossipsub::Config> {
+    gossipsub::ConfigBuilder::default()
+        .heartbeat_interval(Duration::from_millis(700))
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(go_message_id)
+        // Room for a 1 MiB message plus the envelope (signature, key, topic).
+        .max_transmit_size(MAX_BLOCK_SIZE + 4096)
+        // gossipsub 0.50 refuses incoming RPCs whose control part passes 16 KiB, yet sends
+        // larger ones itself under load (an IHAVE of a heartbeat's message ids: up to 5,000
+        // of ~50 bytes). The refusing side drops its read half and the sender's stream then
+        // stalls for good: live gossip between the two stopped after a burst. Accept what
+        // any peer may send in one RPC.
+        .max_control_message_size(MAX_BLOCK_SIZE + 4096)
+        .duplicate_cache_time(Duration::from_secs(120))
+        // Peer exchange on prune: a pruned peer learns others of the topic to dial.
+        .do_px()
+        .build()
+        .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))
+}
+
 impl Behaviour {
     /// Builds the behaviour; gossipsub metrics go into `registry`.
     pub fn new(
@@ -101,18 +123,7 @@ impl Behaviour {
         limits: Limits,
         registry: &mut Registry,
     ) -> anyhow::Result<Behaviour> {
-        let config = gossipsub::ConfigBuilder::default()
-            .heartbeat_interval(Duration::from_millis(700))
-            .validation_mode(gossipsub::ValidationMode::Strict)
-            .validate_messages()
-            .message_id_fn(go_message_id)
-            // Room for a 1 MiB message plus the envelope (signature, key, topic).
-            .max_transmit_size(MAX_BLOCK_SIZE + 4096)
-            .duplicate_cache_time(Duration::from_secs(120))
-            // Peer exchange on prune: a pruned peer learns others of the topic to dial.
-            .do_px()
-            .build()
-            .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+        let config = gossip_config()?;
         let filter = MaxCountSubscriptionFilter {
             filter: AllowAllSubscriptionFilter {},
             max_subscribed_topics: MAX_TOPICS_PER_PEER,
@@ -174,5 +185,23 @@ impl Behaviour {
             sync,
             mdns: mdns.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_ihave_gossipsub_sends_fits_in_what_it_accepts() {
+        let c = gossip_config().unwrap();
+        // go-style ids: a 38-byte Ed25519 peer id ‖ an 8-byte seqno, each framed in 2 bytes;
+        // one IHAVE carries at most max_control_messages_sent of them.
+        let ihave = c.max_control_messages_sent() * (38 + 8 + 2) + 1024;
+        assert!(
+            c.max_control_message_size() >= ihave,
+            "an IHAVE of {ihave} bytes would be refused (limit {}), stalling the stream",
+            c.max_control_message_size()
+        );
     }
 }
