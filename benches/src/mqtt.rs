@@ -135,7 +135,7 @@ pub fn qos1(
     }))
 }
 
-/// QoS 0 latency through the same clients at `rate`/s for `secs`: the publisher's stdin line
+/// QoS 0 latency through the same clients at `rate`/s for `secs` on `topic`: the publisher's stdin line
 /// is stamped as it is written, the subscriber's line as it is read. `index_of` finds which
 /// message a received line is (Mosquitto: the payload is its index; sensornet: the reading's
 /// seq − 1, its source being new). `payload` is what line `i` carries.
@@ -143,7 +143,6 @@ pub fn latency(
     pub_at: &str,
     sub_at: &str,
     topic: &str,
-    filter: &str,
     rate: u64,
     secs: u64,
     payload: fn(u64) -> String,
@@ -151,7 +150,7 @@ pub fn latency(
 ) -> anyhow::Result<Value> {
     let got: Arc<Mutex<HashMap<u64, u64>>> = Default::default();
     let g2 = got.clone();
-    let (sub, reader) = subscriber(sub_at, filter, 0, move |line, at| {
+    let (sub, reader) = subscriber(sub_at, topic, 0, move |line, at| {
         if let Some(i) = index_of(line) {
             g2.lock().unwrap().entry(i).or_insert(at);
         }
