@@ -7,9 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Cargo's own progress (a bar on a terminal, one line per crate otherwise): the first build on
 # a fresh clone compiles ~400 crates, several minutes on a small machine.
-if [ ! -x target/debug/sensornet-demo ]; then
+if [ ! -x target/release/sensornet-demo ]; then
   echo "demo: first build of sensornet (a few minutes on 2 cores; later runs take seconds)..." >&2
 fi
-cargo build --workspace --bins
+cargo build --release --workspace --bins
 echo "demo: built; starting the cluster (node0's dashboard address follows)" >&2
-exec target/debug/sensornet-demo "$@"
+exec target/release/sensornet-demo "$@"
