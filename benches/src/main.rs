@@ -757,7 +757,7 @@ fn print_table(r: &Value) {
         f(&r["sensornet_delay_100"]["p99_ms"]) / f(&r["mosquitto_qos0_delay_100"]["p99_ms"]);
     println!("\np99 ratio sensornet / Mosquitto QoS 0: {ratio:.2} (target ≤ 2)");
 
-    println!("\n## durable throughput (readings/s), acknowledged once fsync'd on node 0; received = on both other nodes\n| system | sent | acked | received | lost | rate | CPU µs/reading node0 / node1 / node2 (total) |\n|---|---:|---:|---:|---:|---:|---|");
+    println!("\n## durable throughput (readings/s), acknowledged once fsync'd on node 0; received = on both other nodes\n| system | sent | acked | received | lost | rate | CPU µs/reading node0 / node1 / node2 (total) | readings per gossip message |\n|---|---:|---:|---:|---:|---:|---|---:|");
     let cpu = |c: &Value| {
         let per = &c["per_process_us"];
         let parts: Vec<String> = per
@@ -780,20 +780,21 @@ fn print_table(r: &Value) {
         };
         best = best.max(f(&t["rate"]));
         println!(
-            "| {how} | {} | {} | {} | {} | {:.0} | {} |",
+            "| {how} | {} | {} | {} | {} | {:.0} | {} | {:.1} |",
             t["sent"],
             t["acked"],
             t["received"],
             t["lost"],
             f(&t["rate"]),
-            cpu(&t["cpu"])
+            cpu(&t["cpu"]),
+            f(&t["readings_per_gossip_message"])
         );
     }
     // Mosquitto QoS 1 as the MQTT rows measure it: N messages through one mosquitto_pub, the
     // time until the last PUBACK (a timed window would count lines still queued in the client).
     let m = &r["mqtt"]["mosquitto"]["qos1"];
     println!(
-        "| Mosquitto QoS 1, persistence on (mosquitto_pub -l, until the last PUBACK) | {} | {} | {} | {} | {:.0} | {} |",
+        "| Mosquitto QoS 1, persistence on (mosquitto_pub -l, until the last PUBACK) | {} | {} | {} | {} | {:.0} | {} | – |",
         m["sent"],
         m["sent"],
         m["received"],
@@ -803,7 +804,7 @@ fn print_table(r: &Value) {
     );
     let m = &r["mosquitto_qos0_throughput"];
     println!(
-        "| Mosquitto QoS 0 (mosquitto_pub -l, no acknowledgement) | {} | – | {} | {} | {:.0} | {} |",
+        "| Mosquitto QoS 0 (mosquitto_pub -l, no acknowledgement) | {} | – | {} | {} | {:.0} | {} | – |",
         m["sent"],
         m["received"],
         m["lost"],

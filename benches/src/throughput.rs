@@ -12,24 +12,26 @@ use serde_json::{json, Value};
 
 use crate::cpu::Meter;
 
-/// Readings of the sources `{tag}-*` of `topic` that `node` holds linked (head seq − holes).
-fn linked(node: &Daemon, topic: &str, tag: &str) -> u64 {
-    let Ok(v) = node.post_json(&format!("reading/heads?topic={topic}")) else {
-        return 0;
+/// The sum of every series of a counter family on a node's `/metrics`.
+fn family_sum(node: &Daemon, name: &str) -> f64 {
+    let Ok((_, text)) = node.get_metrics("/metrics") else {
+        return f64::NAN;
     };
-    let prefix = format!("{tag}-");
-    v["Heads"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h["source"].as_str().is_some_and(|s| s.starts_with(&prefix)))
-        .map(|h| {
-            h["seq"]
-                .as_u64()
-                .unwrap_or(0)
-                .saturating_sub(h["holes"].as_u64().unwrap_or(0))
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Readings and gossip messages node 0 has published so far.
+fn published(node: &Daemon) -> (f64, f64) {
+    (
+        family_sum(node, "sensornet_readings_published_total"),
+        family_sum(node, "libp2p_gossipsub_topic_msg_published_total"),
+    )
 }
 
 fn meter(nodes: &[Daemon]) -> Meter {
@@ -48,6 +50,7 @@ pub fn run(nodes: &[Daemon], clients: usize, batch: usize, secs: u64, tag: &str)
     let topic = "humidity";
     let (sent, acked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let cpu = meter(nodes);
+    let before = published(&nodes[0]);
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(secs);
     std::thread::scope(|s| {
@@ -93,24 +96,23 @@ pub fn run(nodes: &[Daemon], clients: usize, batch: usize, secs: u64, tag: &str)
     });
     let elapsed = t0.elapsed().as_secs_f64();
     let acked = acked.load(Ordering::Relaxed);
+    let after = published(&nodes[0]);
+    // Readings per gossip message: what bundling folded (1.0 when every reading went alone).
+    let per_message = (after.0 - before.0) / (after.1 - before.1).max(1.0);
     // Replication: both other nodes link every acknowledged reading (or the wait ends).
+    let prefix = format!("{tag}-");
+    let linked = |n: &Daemon| n.linked(topic, &prefix);
     let _ = eventually(Duration::from_secs(60), "replicas catch up", || {
-        Ok(nodes[1..]
-            .iter()
-            .all(|n| linked(n, topic, tag) >= acked)
-            .then_some(()))
+        Ok(nodes[1..].iter().all(|n| linked(n) >= acked).then_some(()))
     });
-    let received = nodes[1..]
-        .iter()
-        .map(|n| linked(n, topic, tag))
-        .min()
-        .unwrap_or(0);
+    let received = nodes[1..].iter().map(&linked).min().unwrap_or(0);
     json!({
         "clients": clients, "batch": batch, "secs": elapsed,
         "sent": sent.load(Ordering::Relaxed), "acked": acked,
-        "stored_node0": linked(&nodes[0], topic, tag),
+        "stored_node0": linked(&nodes[0]),
         "received": received, "lost": acked.saturating_sub(received),
         "rate": acked as f64 / elapsed,
         "cpu": cpu.per_item(acked),
+        "readings_per_gossip_message": per_message,
     })
 }

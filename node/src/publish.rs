@@ -71,6 +71,18 @@ pub struct NewReading {
     pub aqi: Option<u16>,
 }
 
+/// What a gossip attempt means for the publisher.
+fn gossiped(topic: &str, sent: Result<(), NetError>) -> Result<(), PublishError> {
+    match sent {
+        Ok(()) => Ok(()),
+        Err(NetError::Stopped) => Err(PublishError::Stopped),
+        Err(e) => {
+            tracing::warn!(%topic, error = %e, "gossip publish failed; peers will catch up by CID");
+            Ok(())
+        }
+    }
+}
+
 /// Publishes readings and raw payloads; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
@@ -144,14 +156,13 @@ impl Publisher {
     /// Gossips `data`; a gossip failure is not the publisher's failure (the block is stored
     /// and peers catch up by CID), a stopped network is.
     async fn gossip(&self, topic: &str, data: Vec<u8>) -> Result<(), PublishError> {
-        match self.net.publish(topic, data).await {
-            Ok(()) => Ok(()),
-            Err(NetError::Stopped) => Err(PublishError::Stopped),
-            Err(e) => {
-                tracing::warn!(%topic, error = %e, "gossip publish failed; peers will catch up by CID");
-                Ok(())
-            }
-        }
+        gossiped(topic, self.net.publish(topic, data).await)
+    }
+
+    /// Gossips reading blocks of one topic in order (as bundles where several go together);
+    /// failures as [`Self::gossip`].
+    async fn gossip_readings(&self, topic: &str, blocks: Vec<Vec<u8>>) -> Result<(), PublishError> {
+        gossiped(topic, self.net.publish_readings(topic, blocks).await)
     }
 
     /// Checks a reading to publish and fills the node's defaults; `seq` and `prev` are set
@@ -272,8 +283,15 @@ impl Publisher {
         // Gossip goes out while the commit runs, still in per-source order (under the locks);
         // the publisher's answer waits for the commit. Should the node die before it commits,
         // peers hold the readings and the restarted node fetches them back with the heads.
+        let mut by_topic: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
         for ((_, reading), data) in done.iter().zip(&datas) {
-            self.gossip(&reading.topic, data.to_vec()).await?;
+            match by_topic.iter_mut().find(|(t, _)| *t == reading.topic) {
+                Some((_, blocks)) => blocks.push(data.to_vec()),
+                None => by_topic.push((&reading.topic, vec![data.to_vec()])),
+            }
+        }
+        for (topic, blocks) in by_topic {
+            self.gossip_readings(topic, blocks).await?;
         }
         committed.wait().await?;
         for ((cid, reading), data) in done.iter().zip(datas) {

@@ -355,6 +355,40 @@ impl Daemon {
         Ok(v["Cid"].as_str().context("Cid")?.to_string())
     }
 
+    /// `reading/pub-batch` of NDJSON lines; returns the answer's lines (one per reading).
+    pub fn publish_batch(&self, ndjson: String) -> Result<Vec<Value>> {
+        let r = http()
+            .post(format!("http://{}/api/v0/reading/pub-batch", self.api))
+            .header("content-type", "application/x-ndjson")
+            .body(ndjson)
+            .send()?;
+        let (status, body) = (r.status(), r.text()?);
+        if !status.is_success() {
+            bail!("reading/pub-batch on {}: HTTP {status}: {body}", self.name);
+        }
+        body.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
+    }
+
+    /// Readings of the sources named `{prefix}*` of `topic` held linked here: each head's seq
+    /// less the holes below it. 0 while the node does not answer.
+    pub fn linked(&self, topic: &str, prefix: &str) -> u64 {
+        let Ok(v) = self.post_json(&format!("reading/heads?topic={topic}")) else {
+            return 0;
+        };
+        v["Heads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["source"].as_str().is_some_and(|s| s.starts_with(prefix)))
+            .map(|h| {
+                h["seq"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(h["holes"].as_u64().unwrap_or(0))
+            })
+            .sum()
+    }
+
     /// `pubsub/pub` of raw bytes on a topic, as a Kubo client sends them (multibase topic,
     /// multipart body).
     pub fn pubsub_pub(&self, topic: &str, data: &[u8]) -> Result<()> {

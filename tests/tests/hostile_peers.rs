@@ -67,9 +67,10 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
         let id = first.strip_prefix("peer ").unwrap().to_string();
         (child, id, lines)
     };
-    const MODES: [&str; 9] = [
+    const MODES: [&str; 10] = [
         "payloads:not-cbor",
         "payloads:bad-reading",
+        "payloads:bad-bundle",
         "payloads:wrong-topic",
         "payloads:truncated",
         "payloads:oversized",
@@ -78,7 +79,7 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
         "badblocks",
         "replay",
     ];
-    const REPLAY: usize = 8;
+    const REPLAY: usize = 9;
     let attackers = MODES.map(spawn);
 
     // The honest publisher keeps going through the attack.
@@ -147,6 +148,7 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
         "wrong-topic",
         "not-a-reading",
         "replayed-seqno",
+        "bad-bundle",
     ]
     .into_iter()
     .filter(|reason| {
@@ -168,7 +170,7 @@ fn hostile_peers_are_rejected_and_penalised_while_honest_readings_all_arrive() {
     .collect();
     assert_eq!(
         counted.len(),
-        5,
+        6,
         "rejections counted by reason: {counted:?}"
     );
     let invalid = metric_sum(&m, "libp2p_gossipsub_invalid_messages_per_topic_total");

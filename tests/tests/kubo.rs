@@ -225,7 +225,7 @@ fn kubo_relays_readings_between_two_sensornet_nodes() {
     let n0 = daemon(dir.path(), "n0");
     let n1 = daemon(dir.path(), "n1");
     let mut kubo = Kubo::start(dir.path(), "kubo", "rsa").unwrap();
-    kubo.subscribe("temperature").unwrap();
+    let sub = kubo.subscribe("temperature").unwrap();
     kubo.connect(&n0.swarm).unwrap();
     kubo.connect(&n1.swarm).unwrap();
     daemon_sees_subscriber(&n0, "temperature", &kubo.id);
@@ -268,9 +268,49 @@ fn kubo_relays_readings_between_two_sensornet_nodes() {
             t0.elapsed()
         );
     }
+    // A batch goes out as bundles (many readings, one signed message): Kubo relays them as
+    // it relays any valid message, and n1 links every reading.
+    const BATCH: usize = 120;
+    let body: String = (0..BATCH)
+        .map(|i| {
+            format!(
+                "{{\"topic\":\"temperature\",\"value\":{},\"source\":\"via-kubo-batch\"}}\n",
+                10 + i % 20
+            )
+        })
+        .collect();
+    let answer = n0.publish_batch(body).unwrap();
+    assert_eq!(answer.len(), BATCH);
+    eventually(Duration::from_secs(15), "the batch n0→Kubo→n1", || {
+        Ok((n1.linked("temperature", "via-kubo-batch") == BATCH as u64).then_some(()))
+    })
+    .unwrap();
+    assert!(block_matches(&n1, answer[BATCH - 1]["Cid"].as_str().unwrap()).unwrap());
     assert!(
         !direct(&n0, &n1),
         "the readings went through Kubo, not a direct link"
+    );
+    // What Kubo's own subscription got: the two readings as blocks, then the batch as
+    // bundles whose elements are the readings' blocks (the CIDs n0 answered, in order).
+    let mut singles = 0;
+    let mut bundled = Vec::new();
+    while let Some(m) = kubo.next_message(sub, Duration::from_secs(2)).unwrap() {
+        if sensornet::bundle::looks_like_bundle(&m.data) {
+            bundled.extend(sensornet::bundle::decode(&m.data).unwrap());
+        } else {
+            Reading::decode(&m.data).unwrap();
+            singles += 1;
+        }
+    }
+    assert_eq!(singles, 2, "the two single readings reached Kubo as blocks");
+    let cids: Vec<String> = bundled
+        .iter()
+        .map(|b| cid_of(DAG_CBOR, b).to_string())
+        .collect();
+    let answered: Vec<&str> = answer.iter().map(|a| a["Cid"].as_str().unwrap()).collect();
+    assert_eq!(
+        cids, answered,
+        "Kubo received the batch as bundles of its blocks"
     );
 }
 

@@ -6,21 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sensornet_tests::{bin, cluster, eventually, http, Daemon, KillOnDrop, LineReader};
-
-/// Readings of the sources `{prefix}*` of `topic` linked on `node` (head seq − holes).
-fn linked(node: &Daemon, topic: &str, prefix: &str) -> u64 {
-    let v = node
-        .post_json(&format!("reading/heads?topic={topic}"))
-        .unwrap();
-    v["Heads"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h["source"].as_str().unwrap().starts_with(prefix))
-        .map(|h| h["seq"].as_u64().unwrap() - h["holes"].as_u64().unwrap())
-        .sum()
-}
+use sensornet_tests::{bin, cluster, eventually, http, KillOnDrop, LineReader};
 
 #[test]
 fn after_a_burst_that_overflows_gossip_every_reading_arrives_and_live_gossip_still_flows() {
@@ -58,13 +44,13 @@ fn after_a_burst_that_overflows_gossip_every_reading_arrives_and_live_gossip_sti
     let acked = acked.load(Ordering::Relaxed);
     let overflowed = nodes[0].log_text().matches("gossip publish failed").count();
     println!("burst: {acked} readings acknowledged by n0; {overflowed} gossip publishes refused by full queues");
-    assert_eq!(linked(&nodes[0], "humidity", "burst"), acked);
+    assert_eq!(nodes[0].linked("humidity", "burst"), acked);
     for n in &nodes[1..] {
         let t0 = Instant::now();
         eventually(
             Duration::from_secs(60),
             &format!("{} has the burst", n.name),
-            || Ok((linked(n, "humidity", "burst") == acked).then_some(())),
+            || Ok((n.linked("humidity", "burst") == acked).then_some(())),
         )
         .unwrap();
         println!("{} had all {acked} after {:?}", n.name, t0.elapsed());

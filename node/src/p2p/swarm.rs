@@ -81,9 +81,12 @@ pub struct PeerInfo {
 }
 
 type Reply<T> = oneshot::Sender<T>;
+/// Where a publish's outcome goes.
+type Published = Reply<Result<(), NetError>>;
 
 enum Command {
-    Publish(String, Vec<u8>, Reply<Result<(), NetError>>),
+    Publish(String, Vec<u8>, Published),
+    PublishReadings(String, Vec<Vec<u8>>, Published),
     Subscribe(String),
     Unsubscribe(String),
     Report(MessageId, PeerId, MessageAcceptance),
@@ -129,6 +132,17 @@ impl Handle {
     /// peers catch up.
     pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), NetError> {
         self.ask(|r| Command::Publish(topic.to_string(), data, r))
+            .await?
+    }
+    /// Gossips reading blocks of one topic, in order. Readings queued together, by this call
+    /// or by concurrent publishers, go out as bundles ([`crate::bundle`]): one signature for
+    /// many readings, no added wait.
+    pub async fn publish_readings(
+        &self,
+        topic: &str,
+        blocks: Vec<Vec<u8>>,
+    ) -> Result<(), NetError> {
+        self.ask(|r| Command::PublishReadings(topic.to_string(), blocks, r))
             .await?
     }
     /// Subscribes to a topic.
@@ -242,6 +256,30 @@ pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics, limits: Limits) ->
     }
 }
 
+/// Most readings folded from queued commands before they are published.
+const MAX_FOLDED: usize = 4 * crate::bundle::MAX_READINGS;
+
+/// Readings to gossip, gathered from queued commands: per topic, in arrival order, with the
+/// publishers waiting for the answer.
+#[derive(Default)]
+struct Outgoing {
+    topics: Vec<(String, Vec<Vec<u8>>, Vec<Published>)>,
+    readings: usize,
+}
+
+impl Outgoing {
+    fn add(&mut self, topic: String, blocks: Vec<Vec<u8>>, reply: Published) {
+        self.readings += blocks.len();
+        match self.topics.iter_mut().find(|(t, _, _)| *t == topic) {
+            Some((_, queued, replies)) => {
+                queued.extend(blocks);
+                replies.push(reply);
+            }
+            None => self.topics.push((topic, blocks, vec![reply])),
+        }
+    }
+}
+
 struct Task {
     swarm: Swarm<Behaviour>,
     metrics: Libp2pMetrics,
@@ -267,17 +305,69 @@ impl Task {
             tokio::select! {
                 _ = discover.tick() => self.discover(),
                 _ = trim.tick() => self.trim(),
-                cmd = commands.recv() => match cmd {
-                    Some(Command::Shutdown(reply)) => {
-                        self.leave();
-                        let _ = reply.send(());
+                cmd = commands.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    if !self.commands(cmd, &mut commands) {
                         return;
                     }
-                    Some(cmd) => self.command(cmd),
-                    None => return,
-                },
+                }
                 event = self.swarm.select_next_some() => self.event(event),
             }
+        }
+    }
+
+    /// Runs `first` and, while they are readings to gossip, the commands queued behind it:
+    /// those readings are folded into bundles. False once the task is to stop.
+    fn commands(&mut self, first: Command, queue: &mut mpsc::Receiver<Command>) -> bool {
+        let mut outgoing = Outgoing::default();
+        let mut next = Some(first);
+        while let Some(cmd) = next.take() {
+            match cmd {
+                Command::PublishReadings(topic, blocks, reply) => {
+                    outgoing.add(topic, blocks, reply);
+                    if outgoing.readings < MAX_FOLDED {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                Command::Shutdown(reply) => {
+                    self.gossip_readings(std::mem::take(&mut outgoing));
+                    self.leave();
+                    let _ = reply.send(());
+                    return false;
+                }
+                cmd => {
+                    self.gossip_readings(std::mem::take(&mut outgoing));
+                    self.command(cmd);
+                }
+            }
+        }
+        self.gossip_readings(outgoing);
+        true
+    }
+
+    /// Publishes folded readings, per topic in their order, and answers their publishers.
+    fn gossip_readings(&mut self, outgoing: Outgoing) {
+        for (topic, blocks, replies) in outgoing.topics {
+            let mut result = Ok(());
+            for payload in crate::bundle::pack(blocks) {
+                let r = self.gossip(&topic, payload);
+                if result.is_ok() {
+                    result = r;
+                }
+            }
+            for reply in replies {
+                let _ = reply.send(result.clone());
+            }
+        }
+    }
+
+    /// One gossipsub publish; no subscribed peer yet is not an error (they catch up by CID).
+    fn gossip(&mut self, topic: &str, data: Vec<u8>) -> Result<(), NetError> {
+        let b = self.swarm.behaviour_mut();
+        match b.gossipsub.publish(IdentTopic::new(topic), data) {
+            Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
+            Err(gossipsub::PublishError::Duplicate) => Ok(()),
+            Err(e) => Err(NetError::Publish(e.to_string())),
         }
     }
 
@@ -358,12 +448,12 @@ impl Task {
         let b = self.swarm.behaviour_mut();
         match cmd {
             Command::Publish(topic, data, reply) => {
-                let r = match b.gossipsub.publish(IdentTopic::new(topic), data) {
-                    Ok(_) | Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
-                    Err(gossipsub::PublishError::Duplicate) => Ok(()),
-                    Err(e) => Err(NetError::Publish(e.to_string())),
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.gossip(&topic, data));
+            }
+            Command::PublishReadings(topic, blocks, reply) => {
+                let mut outgoing = Outgoing::default();
+                outgoing.add(topic, blocks, reply);
+                self.gossip_readings(outgoing);
             }
             Command::Subscribe(topic) => match b.gossipsub.subscribe(&IdentTopic::new(&topic)) {
                 Ok(true) => self.discovery.subscribed(&mut b.kad, &topic),

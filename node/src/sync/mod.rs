@@ -285,6 +285,25 @@ impl Sync {
                         via: Some(m.via),
                         done: None,
                     }),
+                    // A bundle's readings go on as if each had come alone (with the
+                    // bundle's seqno: the gossip message they came in).
+                    Verdict::Bundle(readings) => {
+                        batch.extend(readings.into_iter().map(|(reading, block)| {
+                            let data = Arc::new(block);
+                            Incoming {
+                                item: Linked {
+                                    cid: cid_of(DAG_CBOR, &data),
+                                    reading,
+                                    backfilled: false,
+                                    from: m.from,
+                                    seqno: m.seqno,
+                                    data,
+                                },
+                                via: Some(m.via),
+                                done: None,
+                            }
+                        }))
+                    }
                     Verdict::Raw => self.deps.bus.deliver_raw(&topic, m.from, m.seqno, data),
                     Verdict::Reject(_) => {}
                 }

@@ -1,6 +1,6 @@
 //! A hostile rust-libp2p peer for the tests: dials a node and misbehaves in one of four ways.
 //!   hostile-peer MULTIADDR payloads:KIND   signed gossip of one bad kind: not-cbor, bad-reading,
-//!                                     wrong-topic, oversized, truncated, topic-flood
+//!                                     bad-bundle, wrong-topic, oversized, truncated, topic-flood
 //!   hostile-peer MULTIADDR unsigned   valid readings (source `unsigned`) without signatures
 //!   hostile-peer MULTIADDR badblocks  answers the node's sync requests with blocks that do not
 //!                                     hash to their CID
@@ -145,6 +145,9 @@ async fn main() -> anyhow::Result<()> {
                     "not-cbor" => ("temperature", format!("garbage {round}").into_bytes()),
                     "valid" => ("temperature", valid_reading("unsigned", round)),
                     "bad-reading" => ("temperature", reading("temperature", 900.0 + round as f64, "°C")),
+                    // A signed bundle of a well-formed reading and an opaque payload: refused
+                    // whole, the good reading with it.
+                    "bad-bundle" => ("temperature", sensornet::bundle::encode(&[valid_reading("evil", round), b"25".to_vec()])),
                     "wrong-topic" => ("humidity", reading("temperature", round as f64 / 10.0, "°C")),
                     "oversized" => ("temperature", vec![round as u8; 2 << 20]),
                     "truncated" => ("air-quality", [&[0xa7, 0x63, 0x73, 0x65, 0x71, 0xff][..], &round.to_be_bytes()].concat()),
