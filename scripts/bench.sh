@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-bench-tools.sh
 scripts/install-kubo.sh
-scripts/build-release.sh
-cargo build --release --locked -p sensornet-bench --bins
+# The whole workspace's binaries, as scripts/test.sh builds them: one feature set, so CI
+# compiles the node once for the benchmarks and the tests.
+cargo build --release --locked --workspace --bins
 "${CARGO_TARGET_DIR:-target}"/release/sensornet-bench "$@"
 case " $* " in
   *" --mqtt-only "*) ;;

@@ -35,7 +35,8 @@ const HEADS: TableDefinition<(&str, &str, &[u8]), (u64, u64)> =
     TableDefinition::new("source_heads");
 /// The single head per source of stores written before the Merkle clock; migrated at open.
 const OLD_HEADS: TableDefinition<(&str, &str), (u64, &[u8])> = TableDefinition::new("heads");
-/// Parent CID bytes → (): readings some linked reading names as a parent (never heads again).
+/// Parent CID bytes → (): readings some linked reading named as a parent before they were
+/// linked themselves (linked past a hole), so they never become heads when they arrive.
 const CHILDREN: TableDefinition<&[u8], ()> = TableDefinition::new("has_children");
 /// CID bytes → seq, for readings whose chain back to the first reading (or the retention
 /// horizon) is in the store; only these are delivered and listed.

@@ -193,11 +193,16 @@ fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
                 linked.insert(key.as_slice(), r.seq)?;
                 by_time.insert((r.topic.as_str(), r.time, key.as_slice()), *size)?;
                 // Its parents stop being heads; it becomes one unless a linked reading already
-                // names it (a hole filled late, below readings linked past it).
+                // names it (a hole filled late, below readings linked past it). Only a parent
+                // not linked yet needs that mark: a linked one is never linked again. Skipping
+                // it spares one random-key insert per reading, and every commit copies each
+                // page such an insert touches.
                 for p in r.parents() {
                     let p = p.to_bytes();
                     heads.remove((r.topic.as_str(), r.source.as_str(), p.as_slice()))?;
-                    children.insert(p.as_slice(), ())?;
+                    if linked.get(p.as_slice())?.is_none() {
+                        children.insert(p.as_slice(), ())?;
+                    }
                 }
                 if children.get(key.as_slice())?.is_none() {
                     heads.insert(
