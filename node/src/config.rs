@@ -443,7 +443,8 @@ fn sensors(
         args.sensor
             .iter()
             .map(|kind| SensorConfig {
-                kind: kind.trim().to_string(),
+                // `temp` and `temperature` are one sensor kind: one source, one id.
+                kind: crate::reading::canonical_topic(kind.trim()).to_string(),
                 source: default_sensor_source(),
                 interval: default_interval(),
                 id: None,
@@ -474,9 +475,10 @@ fn sensors(
         }
     }
     for (i, a) in sensors.iter().enumerate() {
+        let kind = crate::reading::canonical_topic(a.kind.trim());
         if sensors[..i]
             .iter()
-            .any(|b| b.kind == a.kind && b.id == a.id)
+            .any(|b| crate::reading::canonical_topic(b.kind.trim()) == kind && b.id == a.id)
         {
             return Err(ConfigError::Invalid {
                 what: "--sensor",

@@ -151,20 +151,21 @@ fn a_node_runs_several_in_process_sensors_from_flags_or_an_env_list() {
             .unwrap();
         }
     }
-    // Two sensors of one kind would write one source: refused before anything listens.
+    // Two sensors of one kind would write one source: refused before anything listens, also
+    // when one is named by its alias.
     let out = output_within(
         Command::new(bin("node"))
-            .args(["daemon", "--init", "--sensor", "humidity,humidity"])
+            .args(["daemon", "--init", "--sensor", "temperature,temp"])
             .args(["--api-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
             .env("SENSORNET_PATH", dir.path().join("twice")),
         Duration::from_secs(20),
-        "node daemon with two humidity sensors",
+        "node daemon with two temperature sensors",
     )
     .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
-        "two humidity sensors must be refused"
+        "two temperature sensors (one by its alias) must be refused"
     );
     assert!(err.contains("two sensors of one kind"), "{err}");
 }
