@@ -271,39 +271,28 @@ impl Sync {
                     _ => MessageAcceptance::Accept,
                 };
                 self.deps.net.report(m.id.clone(), m.via, acceptance).await;
+                // A bundle's readings go on as if each had come alone (with the bundle's
+                // seqno: the gossip message they came in).
+                let gossiped = |reading: Reading, data: Arc<Vec<u8>>| Incoming {
+                    item: Linked {
+                        cid: cid_of(DAG_CBOR, &data),
+                        reading,
+                        backfilled: false,
+                        from: m.from,
+                        seqno: m.seqno,
+                        data,
+                    },
+                    via: Some(m.via),
+                    done: None,
+                };
                 let data = Arc::new(m.data);
                 match verdict {
-                    Verdict::Reading(reading) => batch.push(Incoming {
-                        item: Linked {
-                            cid: cid_of(DAG_CBOR, &data),
-                            reading: *reading,
-                            backfilled: false,
-                            from: m.from,
-                            seqno: m.seqno,
-                            data,
-                        },
-                        via: Some(m.via),
-                        done: None,
-                    }),
-                    // A bundle's readings go on as if each had come alone (with the
-                    // bundle's seqno: the gossip message they came in).
-                    Verdict::Bundle(readings) => {
-                        batch.extend(readings.into_iter().map(|(reading, block)| {
-                            let data = Arc::new(block);
-                            Incoming {
-                                item: Linked {
-                                    cid: cid_of(DAG_CBOR, &data),
-                                    reading,
-                                    backfilled: false,
-                                    from: m.from,
-                                    seqno: m.seqno,
-                                    data,
-                                },
-                                via: Some(m.via),
-                                done: None,
-                            }
-                        }))
-                    }
+                    Verdict::Reading(reading) => batch.push(gossiped(*reading, data)),
+                    Verdict::Bundle(readings) => batch.extend(
+                        readings
+                            .into_iter()
+                            .map(|(reading, block)| gossiped(reading, Arc::new(block))),
+                    ),
                     Verdict::Raw => self.deps.bus.deliver_raw(&topic, m.from, m.seqno, data),
                     Verdict::Reject(_) => {}
                 }
