@@ -21,10 +21,8 @@ pub const DISCOVER_EVERY: Duration = Duration::from_secs(20);
 /// Lookups that find nobody new back off up to this (each queries, and so connects to, the
 /// peers closest to the key).
 const DISCOVER_AT_MOST_EVERY: Duration = Duration::from_secs(300);
-/// Subscribers of a topic a node wants connected: gossipsub's mesh degree (D = 6).
-pub const TOPIC_PEERS_WANTED: usize = 6;
-/// Routing-table walks are not repeated more often than this.
-const BOOTSTRAP_EVERY: Duration = Duration::from_secs(30);
+/// How often Kademlia walks its routing table after the first walk (Kubo's refresh interval).
+pub const WALK_EVERY: Duration = Duration::from_secs(600);
 /// Peers whose addresses are remembered for dialing (oldest forgotten first).
 const ADDRESS_BOOK: usize = 1024;
 
@@ -41,6 +39,7 @@ pub fn topic_key(topic: &str) -> RecordKey {
 pub fn kademlia(local: PeerId) -> kad::Behaviour<MemoryStore> {
     let mut config = kad::Config::new(KAD_PROTOCOL);
     config.set_query_timeout(Duration::from_secs(30));
+    config.set_periodic_bootstrap_interval(Some(WALK_EVERY));
     let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), config);
     kad.set_mode(Some(kad::Mode::Server));
     kad
@@ -58,7 +57,8 @@ pub struct Discovery {
     /// Known addresses of peers (from identify and the DHT).
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
     order: VecDeque<PeerId>,
-    last_bootstrap: Option<Instant>,
+    /// Whether the first routing-table walk has started.
+    walked: bool,
 }
 
 impl Discovery {
@@ -70,7 +70,7 @@ impl Discovery {
             schedule: HashMap::new(),
             addrs: HashMap::new(),
             order: VecDeque::new(),
-            last_bootstrap: None,
+            walked: false,
         }
     }
 
@@ -93,11 +93,16 @@ impl Discovery {
             return;
         }
         let id = kad.get_providers(topic_key(topic));
+        tracing::debug!(%topic, "looking for the topic's other subscribers in the DHT");
         self.lookups.insert(id, (topic.to_string(), false));
     }
 
     /// A peer told us its addresses and protocols (identify): DHT servers go into the
-    /// routing table, and the first ones trigger a walk that finds the rest of the cluster.
+    /// routing table, and the first one triggers a walk that finds the rest of the cluster.
+    /// Later walks are Kademlia's own (every [`WALK_EVERY`], or while its table is small). A
+    /// walk connects to most of a small cluster: walking again whenever a node was short of
+    /// peers (as trimming leaves many at once) set off waves of connections that every node
+    /// then trimmed again, 30 s apart, and the peer counts never settled.
     pub fn identified(
         &mut self,
         kad: &mut kad::Behaviour<MemoryStore>,
@@ -112,12 +117,9 @@ impl Discovery {
             kad.add_address(&peer, a.clone());
             self.remember(peer, a.clone());
         }
-        if self
-            .last_bootstrap
-            .is_none_or(|t| t.elapsed() >= BOOTSTRAP_EVERY)
-            && kad.bootstrap().is_ok()
-        {
-            self.last_bootstrap = Some(Instant::now());
+        if !self.walked && kad.bootstrap().is_ok() {
+            tracing::debug!("walking the DHT's routing table");
+            self.walked = true;
         }
     }
 
@@ -142,7 +144,8 @@ impl Discovery {
         self.schedule.get(topic).is_none_or(|(at, _)| *at <= now)
     }
 
-    /// Sets the next lookup of `topic`: soon if the last one found someone new, later if not.
+    /// Sets the next lookup of `topic`: soon if the last one let us dial someone new, later
+    /// if not (nobody new, or no room to dial them).
     fn reschedule(&mut self, topic: &str, found_new: bool) {
         let (_, interval) = self
             .schedule
@@ -194,10 +197,14 @@ impl Discovery {
                 HashSet::new()
             }
         };
+        let room = self.dial_budget.saturating_sub(connected.len());
         let new: Vec<PeerId> = providers
             .into_iter()
             .filter(|p| *p != local && !connected.contains(p))
+            .take(room)
             .collect();
+        // In a large cluster there is always a provider we are not connected to: what counts
+        // is whether there was room to dial one, else the lookup backs off.
         let found = found_before || !new.is_empty();
         if step.last {
             self.lookups.remove(&id);
@@ -205,10 +212,8 @@ impl Discovery {
         } else if let Some(l) = self.lookups.get_mut(&id) {
             l.1 = found;
         }
-        let room = self.dial_budget.saturating_sub(connected.len());
         let dials: Vec<DialOpts> = new
             .into_iter()
-            .take(room)
             .map(|p| {
                 tracing::debug!(%topic, peer = %p, "dialing a subscriber found in the DHT");
                 DialOpts::peer_id(p)

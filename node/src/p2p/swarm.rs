@@ -14,7 +14,7 @@ use libp2p::{Multiaddr, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot};
 
 use super::behaviour::{Behaviour, BehaviourEvent};
-use super::discovery::{Discovery, DISCOVER_EVERY, TOPIC_PEERS_WANTED};
+use super::discovery::{Discovery, DISCOVER_EVERY};
 use super::error::{DialFailure, NetError};
 use super::protocol::{SyncRequest, SyncResponse};
 use super::trim::{self, Limits};
@@ -371,8 +371,10 @@ impl Task {
         }
     }
 
-    /// Looks for more subscribers of every topic that has fewer than gossipsub wants.
+    /// Looks for more subscribers of every topic that has fewer than
+    /// [`Limits::topic_peers_wanted`].
     fn discover(&mut self) {
+        let wanted = self.limits.topic_peers_wanted();
         let b = self.swarm.behaviour_mut();
         let topics: Vec<TopicHash> = b.gossipsub.topics().cloned().collect();
         let now = Instant::now();
@@ -385,7 +387,7 @@ impl Task {
                 .all_peers()
                 .filter(|(_, ts)| ts.contains(&&t))
                 .count();
-            if peers < TOPIC_PEERS_WANTED {
+            if peers < wanted {
                 self.discovery.look_for(&mut b.kad, t.as_str());
             }
         }
@@ -510,7 +512,16 @@ impl Task {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Request(peer, req, reply) => {
-                let id = b.sync.send_request(&peer, req);
+                // request-response would dial a peer that is gone, and a peer the trimmer just
+                // closed would come straight back: only bootstrap and discovery choose whom
+                // to connect to.
+                if !self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Err(NetError::Request(
+                        "the peer is not connected (sync requests never dial)".into(),
+                    )));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, req);
                 self.requests.insert(id, reply);
             }
             Command::Respond(channel, resp) => {
@@ -547,7 +558,7 @@ impl Task {
                 // The node hears of the peer before the dialer does (readiness counts on it).
                 let reply = self.dials.remove(&connection_id);
                 if num_established.get() == 1 {
-                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), "peer joined");
+                    tracing::info!(peer = %peer_id, addr = %endpoint.get_remote_address(), dialed = endpoint.is_dialer(), "peer joined");
                     self.peer_table().insert(
                         peer_id,
                         PeerInfo {

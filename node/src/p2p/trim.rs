@@ -53,6 +53,15 @@ impl Limits {
     pub fn discovery_budget(&self) -> usize {
         (self.max_connections / 2).max(1) as usize
     }
+
+    /// Subscribers of a topic below which discovery looks for more: gossipsub's D_low (5),
+    /// but at least two under the low-water mark. A lookup connects to the ~20 peers closest
+    /// to the topic's key, which then trim; if a node the trimmer left at low water looked
+    /// again as soon as another node's trimmer took one peer from it, lookups would set off
+    /// trims that set off lookups, and connections would come in waves and never settle.
+    pub fn topic_peers_wanted(&self) -> usize {
+        5.min(self.low_water().saturating_sub(2)).max(1)
+    }
 }
 
 /// What the trimmer knows of a connected peer.
@@ -110,6 +119,23 @@ mod tests {
 
     fn limits(max_connections: u32) -> Limits {
         Limits { max_connections }
+    }
+
+    #[test]
+    fn discovery_wants_fewer_topic_peers_than_the_trimmer_leaves() {
+        for budget in 4..200 {
+            let l = limits(budget);
+            assert!(l.topic_peers_wanted() >= 1);
+            assert!(l.topic_peers_wanted() <= 5, "gossipsub's D_low at most");
+            if l.low_water() >= 3 {
+                assert!(
+                    l.topic_peers_wanted() + 2 <= l.low_water(),
+                    "budget {budget}: a trimmed node must lose two more peers before it looks"
+                );
+            }
+        }
+        assert_eq!(limits(8).topic_peers_wanted(), 4);
+        assert_eq!(limits(64).topic_peers_wanted(), 5);
     }
 
     #[test]
