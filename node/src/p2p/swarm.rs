@@ -247,6 +247,7 @@ pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics, limits: Limits) ->
         discovery: Discovery::new(limits.discovery_budget()),
         limits,
         ping_failures: HashMap::new(),
+        trimmed: HashMap::new(),
     };
     Spawned {
         handle: Handle { tx, peers, local },
@@ -293,6 +294,8 @@ struct Task {
     limits: Limits,
     /// Unanswered pings in a row, per connection.
     ping_failures: HashMap<ConnectionId, u32>,
+    /// Peers the trimmer closed, and when (forgotten after [`trim::RETURN_MEMORY`]).
+    trimmed: HashMap<PeerId, Instant>,
 }
 
 impl Task {
@@ -402,6 +405,9 @@ impl Task {
             .all_mesh_peers()
             .copied()
             .collect();
+        let now = Instant::now();
+        self.trimmed
+            .retain(|_, at| now.saturating_duration_since(*at) < trim::RETURN_MEMORY);
         let candidates: Vec<trim::Candidate> = self
             .peer_table()
             .values()
@@ -410,9 +416,10 @@ impl Task {
                 since: p.since,
                 outbound: p.outbound,
                 in_mesh: mesh.contains(&p.peer),
+                returning: self.trimmed.contains_key(&p.peer),
             })
             .collect();
-        let gone = trim::choose(&candidates, self.limits, Instant::now());
+        let gone = trim::choose(&candidates, self.limits, now);
         if !gone.is_empty() {
             tracing::info!(
                 peers = candidates.len(),
@@ -422,6 +429,7 @@ impl Task {
             );
         }
         for p in gone {
+            self.trimmed.insert(p, now);
             let _ = self.swarm.disconnect_peer_id(p);
         }
     }

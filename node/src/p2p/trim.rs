@@ -17,6 +17,11 @@ pub const GRACE: Duration = Duration::from_secs(30);
 pub const SHORT_GRACE: Duration = Duration::from_secs(5);
 /// How often the budget is checked.
 pub const TRIM_EVERY: Duration = Duration::from_secs(1);
+/// How long a trimmed peer is remembered: if it comes back within this, it gets only the
+/// short grace (it had its first DHT walk and heads exchange the first time). A node that
+/// many others bootstrap from (the hub of a star) would otherwise hold every spoke that came
+/// back when short of peers for the whole grace, and never come within its budget.
+pub const RETURN_MEMORY: Duration = Duration::from_secs(120);
 
 /// How many connections a node keeps: up to `max_connections` peers are kept; beyond it the
 /// trimmer closes the least useful, past their grace, down to the low-water mark.
@@ -75,11 +80,14 @@ pub struct Candidate {
     pub outbound: bool,
     /// Whether it is in a gossip mesh of ours.
     pub in_mesh: bool,
+    /// Whether this node trimmed it less than [`RETURN_MEMORY`] ago and it came back.
+    pub returning: bool,
 }
 
 /// The peers to disconnect, least useful first (outside every mesh, then those that dialed
 /// in, then the youngest): beyond [`Limits::held`], those past [`SHORT_GRACE`] down to it;
-/// beyond the budget, those past [`GRACE`] down to the low-water mark.
+/// beyond the budget, those past [`GRACE`] (returning peers: [`SHORT_GRACE`]) down to the
+/// low-water mark.
 pub fn choose(peers: &[Candidate], limits: Limits, now: Instant) -> Vec<PeerId> {
     let mut order: Vec<&Candidate> = peers.iter().collect();
     order.sort_by_key(|c| (c.in_mesh, c.outbound, std::cmp::Reverse(c.since)));
@@ -95,7 +103,10 @@ pub fn choose(peers: &[Candidate], limits: Limits, now: Instant) -> Vec<PeerId> 
     if left > limits.max_connections as usize {
         let more: Vec<PeerId> = order
             .iter()
-            .filter(|c| age(c) >= GRACE && !gone.contains(&c.peer))
+            .filter(|c| {
+                let grace = if c.returning { SHORT_GRACE } else { GRACE };
+                age(c) >= grace && !gone.contains(&c.peer)
+            })
             .take(left - limits.low_water())
             .map(|c| c.peer)
             .collect();
@@ -114,6 +125,7 @@ mod tests {
             since: now - Duration::from_secs(age_s),
             outbound,
             in_mesh,
+            returning: false,
         }
     }
 
@@ -136,6 +148,29 @@ mod tests {
         }
         assert_eq!(limits(8).topic_peers_wanted(), 4);
         assert_eq!(limits(64).topic_peers_wanted(), 5);
+    }
+
+    #[test]
+    fn a_trimmed_peer_that_comes_back_gets_only_the_short_grace() {
+        let now = Instant::now();
+        // Budget 4 (low water 3), five settled peers and two that arrived 10 s ago: one of
+        // them was trimmed before and came back.
+        let mut peers: Vec<Candidate> = (0..5).map(|_| peer(100, true, true, now)).collect();
+        let fresh = peer(10, false, false, now);
+        let mut back = peer(10, false, false, now);
+        back.returning = true;
+        peers.push(fresh.clone());
+        peers.push(back.clone());
+        let gone = choose(&peers, limits(4), now);
+        assert!(
+            gone.contains(&back.peer),
+            "past the short grace, it goes first"
+        );
+        assert!(
+            !gone.contains(&fresh.peer),
+            "a first-time peer keeps the whole grace"
+        );
+        assert_eq!(gone.len(), 4, "seven down to the low-water mark of three");
     }
 
     #[test]
