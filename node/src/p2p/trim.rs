@@ -17,10 +17,11 @@ pub const GRACE: Duration = Duration::from_secs(30);
 pub const SHORT_GRACE: Duration = Duration::from_secs(5);
 /// How often the budget is checked.
 pub const TRIM_EVERY: Duration = Duration::from_secs(1);
-/// How long a trimmed peer is remembered: if it comes back within this, it gets only the
-/// short grace (it had its first DHT walk and heads exchange the first time). A node that
-/// many others bootstrap from (the hub of a star) would otherwise hold every spoke that came
-/// back when short of peers for the whole grace, and never come within its budget.
+/// How long a trimmed peer is remembered: if it comes back within this while the node is
+/// over its budget, it goes at the next trim, without a grace (it had its identify, DHT walk
+/// and heads exchange the first time). A node that many others bootstrap from (the hub of a
+/// star) would otherwise hold every spoke that came back when short of peers for a grace
+/// period, and stay over its budget.
 pub const RETURN_MEMORY: Duration = Duration::from_secs(120);
 
 /// How many connections a node keeps: up to `max_connections` peers are kept; beyond it the
@@ -86,8 +87,8 @@ pub struct Candidate {
 
 /// The peers to disconnect, least useful first (outside every mesh, then those that dialed
 /// in, then the youngest): beyond [`Limits::held`], those past [`SHORT_GRACE`] down to it;
-/// beyond the budget, those past [`GRACE`] (returning peers: [`SHORT_GRACE`]) down to the
-/// low-water mark.
+/// beyond the budget, those past [`GRACE`] down to the low-water mark. A returning peer has
+/// no grace.
 pub fn choose(peers: &[Candidate], limits: Limits, now: Instant) -> Vec<PeerId> {
     let mut order: Vec<&Candidate> = peers.iter().collect();
     order.sort_by_key(|c| (c.in_mesh, c.outbound, std::cmp::Reverse(c.since)));
@@ -95,7 +96,7 @@ pub fn choose(peers: &[Candidate], limits: Limits, now: Instant) -> Vec<PeerId> 
     let over_held = peers.len().saturating_sub(limits.held());
     let mut gone: Vec<PeerId> = order
         .iter()
-        .filter(|c| age(c) >= SHORT_GRACE)
+        .filter(|c| c.returning || age(c) >= SHORT_GRACE)
         .take(over_held)
         .map(|c| c.peer)
         .collect();
@@ -103,10 +104,7 @@ pub fn choose(peers: &[Candidate], limits: Limits, now: Instant) -> Vec<PeerId> 
     if left > limits.max_connections as usize {
         let more: Vec<PeerId> = order
             .iter()
-            .filter(|c| {
-                let grace = if c.returning { SHORT_GRACE } else { GRACE };
-                age(c) >= grace && !gone.contains(&c.peer)
-            })
+            .filter(|c| (c.returning || age(c) >= GRACE) && !gone.contains(&c.peer))
             .take(left - limits.low_water())
             .map(|c| c.peer)
             .collect();
@@ -151,13 +149,13 @@ mod tests {
     }
 
     #[test]
-    fn a_trimmed_peer_that_comes_back_gets_only_the_short_grace() {
+    fn a_trimmed_peer_that_comes_back_has_no_grace() {
         let now = Instant::now();
-        // Budget 4 (low water 3), five settled peers and two that arrived 10 s ago: one of
-        // them was trimmed before and came back.
+        // Budget 4 (low water 3), five settled peers and two that arrived a second ago: one
+        // of them was trimmed before and came back.
         let mut peers: Vec<Candidate> = (0..5).map(|_| peer(100, true, true, now)).collect();
-        let fresh = peer(10, false, false, now);
-        let mut back = peer(10, false, false, now);
+        let fresh = peer(1, false, false, now);
+        let mut back = peer(1, false, false, now);
         back.returning = true;
         peers.push(fresh.clone());
         peers.push(back.clone());
