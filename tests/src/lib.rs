@@ -1,7 +1,7 @@
 //! Test harness: real `node` daemons on loopback, each with its own repo in a temporary
 //! directory, killed when dropped; its log is printed when a test fails.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -499,7 +499,15 @@ impl Drop for Daemon {
         }
         // SENSORNET_TEST_LOGS=1 shows every daemon's log, also for tests that pass.
         if std::thread::panicking() || std::env::var_os("SENSORNET_TEST_LOGS").is_some() {
-            eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
+            // Not `eprintln!`: it panics when stderr is a closed pipe (a run piped into
+            // `head`), and a second panic while unwinding aborts the test process, leaving the
+            // daemons not dropped yet running.
+            let _ = writeln!(
+                std::io::stderr(),
+                "----- log of {} -----\n{}",
+                self.name,
+                self.log_text()
+            );
         }
     }
 }
