@@ -2,6 +2,7 @@
 //! and time, and retention. Writes go through one writer thread that commits in groups, so
 //! every acknowledged write is durable yet concurrent publishers share each fsync.
 
+mod wal;
 mod writer;
 
 use std::path::Path;
@@ -14,7 +15,7 @@ use crate::reading::Reading;
 pub use writer::{Batch, Committed};
 
 /// A block missing below a linked reading.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Hole {
     /// The missing block.
     pub cid: Cid,
@@ -340,7 +341,15 @@ impl Store {
             db: std::sync::RwLock::new(Some(Arc::new(db))),
             commits: Default::default(),
         });
-        let writer = writer::Writer::spawn(shared.clone());
+        let wal = match &shared.path {
+            Some(path) => {
+                let (mut wal, batches) = wal::Wal::open(path)?;
+                writer::replay(&*shared.get()?, &mut wal, &batches)?;
+                Some(wal)
+            }
+            None => None,
+        };
+        let writer = writer::Writer::spawn(shared.clone(), wal);
         Ok(Store { shared, writer })
     }
 

@@ -197,3 +197,59 @@ fn a_store_with_the_old_single_head_table_is_migrated() {
     assert_eq!(store.heads(&[]).unwrap().len(), 1);
     store.shutdown();
 }
+
+/// What a crash leaves: the redb file as of its last checkpoint, and the log since then.
+/// Opening applies the log; applying it again on top of a store that already holds it
+/// (a crash between a checkpoint and the log's truncation) changes nothing.
+#[tokio::test]
+async fn the_log_is_applied_at_open_and_applying_it_twice_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.redb");
+    let log = wal::Wal::path_for(&path);
+    let mut prev = None;
+    let mut cids = Vec::new();
+    let store = Store::open(&path).unwrap();
+    for seq in 1..=5 {
+        let (cid, batch) = linked_batch(&reading(seq, prev));
+        store.write(batch).await.unwrap();
+        prev = Some(cid);
+        cids.push(cid);
+    }
+    // Within a second of the first write no checkpoint has run: all five are in the log.
+    let logged = std::fs::read(&log).unwrap();
+    assert!(!logged.is_empty(), "acknowledged writes are in the log");
+    store.shutdown();
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        0,
+        "a clean stop checkpoints and empties the log"
+    );
+    drop(store);
+
+    let check = |store: &Store| {
+        let heads = store.heads_of("humidity", "h1").unwrap();
+        assert_eq!(heads.len(), 1, "one head: {heads:?}");
+        assert_eq!((heads[0].seq, heads[0].cid), (5, cids[4]));
+        let seqs: Vec<u64> = store
+            .history("humidity", 0, 100)
+            .unwrap()
+            .iter()
+            .map(|h| h.reading.seq)
+            .collect();
+        assert_eq!(seqs, (1..=5).collect::<Vec<_>>());
+        assert!(cids.iter().all(|c| store.is_linked(c).unwrap()));
+    };
+    // The log again on top of the store that holds its batches already.
+    std::fs::write(&log, &logged).unwrap();
+    let store = Store::open(&path).unwrap();
+    check(&store);
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), 0, "applied, then emptied");
+    store.shutdown();
+    drop(store);
+
+    // The log on top of a store whose file lost everything since its creation.
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&log, &logged).unwrap();
+    let store = Store::open(&path).unwrap();
+    check(&store);
+}

@@ -1,5 +1,6 @@
 //! The single writer thread: queues batches and commits as many as are waiting in one
-//! durable transaction (group commit), then answers each caller.
+//! transaction (group commit), made durable by the write-ahead log ([`super::wal`]) before
+//! each caller is answered; a durable redb commit (checkpoint) every second empties the log.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -8,8 +9,10 @@ use std::time::{Duration, Instant};
 
 use cid::Cid;
 use redb::{Database, Durability, ReadableTable};
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::wal::Wal;
 use super::{Hole, Shared, StoreError, BLOCKS, BY_TIME, CHILDREN, HEADS, HOLES, LINKED, PENDING};
 use crate::reading::Reading;
 
@@ -21,9 +24,10 @@ const LINGER: Duration = Duration::from_micros(500);
 const QUEUE: usize = 4096;
 
 /// One atomic change to the store.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Batch {
     /// Blocks to put.
+    #[serde(with = "block_list")]
     pub blocks: Vec<(Cid, Vec<u8>)>,
     /// Readings whose parents are linked (or given up on): index them, mark them linked, and
     /// make each a head of its source in place of its parents.
@@ -36,6 +40,21 @@ pub struct Batch {
     pub holes: Vec<Hole>,
     /// Holes no longer open (filled, or past retention).
     pub closed_holes: Vec<Cid>,
+}
+
+/// Blocks as CBOR byte strings in the log (a plain `Vec<u8>` would be a list of integers).
+mod block_list {
+    use cid::Cid;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(Cid, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(c, b)| (c, serde_bytes::Bytes::new(b))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(Cid, Vec<u8>)>, D::Error> {
+        let v: Vec<(Cid, serde_bytes::ByteBuf)> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(|(c, b)| (c, b.into_vec())).collect())
+    }
 }
 
 type Job = (Batch, oneshot::Sender<Result<(), StoreError>>);
@@ -57,11 +76,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn spawn(db: Arc<Shared>) -> Writer {
+    /// The writer of `db`, logging ahead to `wal` (none for an in-memory store: its
+    /// commits go straight to redb).
+    pub(super) fn spawn(db: Arc<Shared>, wal: Option<Wal>) -> Writer {
         let (tx, rx) = mpsc::sync_channel::<Option<Job>>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || run(db, rx))
+            .spawn(move || run(db, wal, rx))
             .expect("spawning the store writer thread");
         Writer {
             tx,
@@ -92,9 +113,22 @@ impl Writer {
     }
 }
 
-fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
+fn run(shared: Arc<Shared>, mut wal: Option<Wal>, rx: mpsc::Receiver<Option<Job>>) {
     let mut needs_reopen = false;
-    while let Ok(Some(first)) = rx.recv() {
+    loop {
+        // With records in the log, wait no longer than until its checkpoint is due.
+        let first = match wal.as_ref().and_then(Wal::due_at) {
+            None => rx.recv().ok().flatten(),
+            Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    checkpoint(&shared, wal.as_mut(), &mut needs_reopen);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => None,
+            },
+        };
+        let Some(first) = first else { break };
         let mut group = vec![first];
         let mut stop = false;
         // What is queued joins this commit. Under load (more than one batch waiting) a short
@@ -121,7 +155,7 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
             }
         }
         let db = match if needs_reopen {
-            shared.reopen()
+            reopen(&shared, &mut wal)
         } else {
             shared.get()
         } {
@@ -134,7 +168,7 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
             }
         };
         let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
-        let result = commit(&db, &batches);
+        let result = apply(&db, wal.as_mut(), &batches);
         drop(db);
         // After an I/O error redb refuses this handle: open a fresh one before the next write.
         needs_reopen = result.as_ref().is_err_and(StoreError::needs_reopen);
@@ -151,16 +185,88 @@ fn run(shared: Arc<Shared>, rx: mpsc::Receiver<Option<Job>>) {
                 }
             }
         }
+        if wal.as_ref().is_some_and(Wal::due) {
+            checkpoint(&shared, wal.as_mut(), &mut needs_reopen);
+        }
         if stop {
             break;
         }
     }
+    checkpoint(&shared, wal.as_mut(), &mut needs_reopen);
 }
 
-fn commit(db: &Database, batches: &[&Batch]) -> Result<(), StoreError> {
+/// Makes `batches` durable: logged and synced, then applied to redb without a sync of its
+/// own; without a log, one durable redb commit.
+fn apply(db: &Database, wal: Option<&mut Wal>, batches: &[&Batch]) -> Result<(), StoreError> {
+    let Some(wal) = wal else {
+        return commit(db, batches, Durability::Immediate);
+    };
+    let mark = wal.mark();
+    wal.append(batches)?;
+    let applied = commit(db, batches, Durability::None);
+    if applied.is_err() {
+        // The callers hear of the failure: the record must not come back at the next open.
+        wal.undo_to(mark);
+    }
+    applied
+}
+
+/// A durable redb commit of everything applied so far, after which the log starts again.
+/// On failure the log keeps its records (they are applied again at open) and the next
+/// attempt waits a checkpoint interval.
+fn checkpoint(shared: &Shared, wal: Option<&mut Wal>, needs_reopen: &mut bool) {
+    let Some(wal) = wal else { return };
+    if wal.mark() == 0 || *needs_reopen {
+        return;
+    }
+    let synced = shared.get().and_then(|db| {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(StoreError::db)?;
+        txn.commit()?;
+        Ok(())
+    });
+    match synced {
+        Ok(()) => wal.checkpointed(),
+        Err(e) => {
+            tracing::warn!(error = %e, "block store checkpoint failed; the write-ahead log keeps every acknowledged write");
+            *needs_reopen = e.needs_reopen();
+            wal.retry_later();
+        }
+    }
+}
+
+/// A fresh redb handle after an I/O error, with the log applied to it again: what the old
+/// handle held only in non-durable commits is in the log.
+fn reopen(shared: &Shared, wal: &mut Option<Wal>) -> Result<Arc<Database>, StoreError> {
+    let db = shared.reopen()?;
+    if let (true, Some(path)) = (wal.is_some(), shared.path.as_deref()) {
+        let (mut fresh, batches) = Wal::open(path)?;
+        replay(&db, &mut fresh, &batches)?;
+        *wal = Some(fresh);
+    }
+    Ok(db)
+}
+
+/// Applies the batches a log held at open (those since the last checkpoint) in one durable
+/// commit, then empties the log.
+pub(super) fn replay(db: &Database, wal: &mut Wal, batches: &[Batch]) -> Result<(), StoreError> {
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let refs: Vec<&Batch> = batches.iter().collect();
+    commit(db, &refs, Durability::Immediate)?;
+    wal.checkpointed();
+    tracing::info!(
+        batches = batches.len(),
+        "block store: applied the write-ahead log's batches since the last checkpoint"
+    );
+    Ok(())
+}
+
+fn commit(db: &Database, batches: &[&Batch], durability: Durability) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(StoreError::db)?;
+    txn.set_durability(durability).map_err(StoreError::db)?;
     {
         let mut blocks = txn.open_table(BLOCKS)?;
         let mut heads = txn.open_table(HEADS)?;
