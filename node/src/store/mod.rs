@@ -344,7 +344,16 @@ impl Store {
         let wal = match &shared.path {
             Some(path) => {
                 let (mut wal, batches) = wal::Wal::open(path)?;
-                writer::replay(&*shared.get()?, &mut wal, &batches)?;
+                let db = shared.get()?;
+                writer::replay(&db, &mut wal, &batches)?;
+                if !wal.is_empty() {
+                    match writer::durable_commit(&db) {
+                        Ok(()) => wal.checkpointed(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "block store: no checkpoint at open; the write-ahead log keeps its records")
+                        }
+                    }
+                }
                 Some(wal)
             }
             None => None,

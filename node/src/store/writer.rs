@@ -93,9 +93,15 @@ impl Writer {
     /// Queues a batch behind those already queued; the receiver answers once it is committed.
     pub(super) async fn submit(&self, batch: Batch) -> Result<Committed, StoreError> {
         let (done_tx, done_rx) = oneshot::channel();
+        let job = match self.tx.try_send(Some((batch, done_tx))) {
+            Ok(()) => return Ok(Committed(done_rx)),
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(StoreError::Closed),
+            Err(mpsc::TrySendError::Full(job)) => job,
+        };
+        // A full queue blocks: wait for room off the async workers (a thread hand-off costs
+        // tens of µs on every write, so only then).
         let tx = self.tx.clone();
-        // A full queue blocks: do that off the async workers.
-        let sent = tokio::task::spawn_blocking(move || tx.send(Some((batch, done_tx))).is_ok())
+        let sent = tokio::task::spawn_blocking(move || tx.send(job).is_ok())
             .await
             .map_err(|_| StoreError::Closed)?;
         if !sent {
@@ -122,7 +128,7 @@ fn run(shared: Arc<Shared>, mut wal: Option<Wal>, rx: mpsc::Receiver<Option<Job>
             Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                 Ok(job) => job,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    checkpoint(&shared, wal.as_mut(), &mut needs_reopen);
+                    checkpoint(&shared, &mut wal, &mut needs_reopen);
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => None,
@@ -186,13 +192,13 @@ fn run(shared: Arc<Shared>, mut wal: Option<Wal>, rx: mpsc::Receiver<Option<Job>
             }
         }
         if wal.as_ref().is_some_and(Wal::due) {
-            checkpoint(&shared, wal.as_mut(), &mut needs_reopen);
+            checkpoint(&shared, &mut wal, &mut needs_reopen);
         }
         if stop {
             break;
         }
     }
-    checkpoint(&shared, wal.as_mut(), &mut needs_reopen);
+    checkpoint(&shared, &mut wal, &mut needs_reopen);
 }
 
 /// Makes `batches` durable: logged and synced, then applied to redb without a sync of its
@@ -202,38 +208,47 @@ fn apply(db: &Database, wal: Option<&mut Wal>, batches: &[&Batch]) -> Result<(),
         return commit(db, batches, Durability::Immediate);
     };
     let mark = wal.mark();
-    wal.append(batches)?;
+    wal.write(batches)?;
+    // redb applies the group while the record syncs. Should the sync fail, the callers hear
+    // so though redb holds the group: a write nobody was promised may survive, none that was
+    // acknowledged can be lost.
     let applied = commit(db, batches, Durability::None);
+    let synced = wal.wait_synced();
     if applied.is_err() {
         // The callers hear of the failure: the record must not come back at the next open.
         wal.undo_to(mark);
     }
-    applied
+    applied.and(synced)
 }
 
 /// A durable redb commit of everything applied so far, after which the log starts again.
-/// On failure the log keeps its records (they are applied again at open) and the next
-/// attempt waits a checkpoint interval.
-fn checkpoint(shared: &Shared, wal: Option<&mut Wal>, needs_reopen: &mut bool) {
-    let Some(wal) = wal else { return };
-    if wal.mark() == 0 || *needs_reopen {
+/// On failure the log keeps its records and the next attempt waits a checkpoint interval;
+/// a handle refused by redb after the failure is replaced at once (with the log applied to
+/// the new one), so reads go on seeing every acknowledged write.
+fn checkpoint(shared: &Shared, wal: &mut Option<Wal>, needs_reopen: &mut bool) {
+    let Some(log) = wal.as_mut() else { return };
+    if log.is_empty() || *needs_reopen {
         return;
     }
-    let synced = shared.get().and_then(|db| {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(StoreError::db)?;
-        txn.commit()?;
-        Ok(())
-    });
-    match synced {
-        Ok(()) => wal.checkpointed(),
+    match shared.get().and_then(|db| durable_commit(&db)) {
+        Ok(()) => log.checkpointed(),
         Err(e) => {
             tracing::warn!(error = %e, "block store checkpoint failed; the write-ahead log keeps every acknowledged write");
-            *needs_reopen = e.needs_reopen();
-            wal.retry_later();
+            log.retry_later();
+            if e.needs_reopen() {
+                *needs_reopen = reopen(shared, wal).is_err();
+            }
         }
     }
+}
+
+/// Makes every earlier non-durable commit durable.
+pub(super) fn durable_commit(db: &Database) -> Result<(), StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(StoreError::db)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// A fresh redb handle after an I/O error, with the log applied to it again: what the old
@@ -243,20 +258,21 @@ fn reopen(shared: &Shared, wal: &mut Option<Wal>) -> Result<Arc<Database>, Store
     if let (true, Some(path)) = (wal.is_some(), shared.path.as_deref()) {
         let (mut fresh, batches) = Wal::open(path)?;
         replay(&db, &mut fresh, &batches)?;
+        fresh.retry_later();
         *wal = Some(fresh);
     }
     Ok(db)
 }
 
-/// Applies the batches a log held at open (those since the last checkpoint) in one durable
-/// commit, then empties the log.
+/// Applies the batches a log held at open (those since the last checkpoint), without a
+/// sync: they are durable in the log, which the next checkpoint empties.
 pub(super) fn replay(db: &Database, wal: &mut Wal, batches: &[Batch]) -> Result<(), StoreError> {
     if batches.is_empty() {
         return Ok(());
     }
     let refs: Vec<&Batch> = batches.iter().collect();
-    commit(db, &refs, Durability::Immediate)?;
-    wal.checkpointed();
+    commit(db, &refs, Durability::None)?;
+    wal.retry_later();
     tracing::info!(
         batches = batches.len(),
         "block store: applied the write-ahead log's batches since the last checkpoint"
