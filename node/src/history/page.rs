@@ -4,21 +4,38 @@
 use super::TimeRange;
 use crate::store::{Store, StoreError, StoredReading};
 
-/// Where a scan stopped: the (time, CID bytes) of the last reading looked at.
+/// Where a scan stopped: the (time, CID bytes) of the last reading looked at, or the time
+/// and [`REST_OF_MS`] when every reading of that millisecond was taken.
 pub type Cursor = (u64, Vec<u8>);
+
+/// A cursor's CID part that sorts after every CID: the next page starts at the next
+/// millisecond.
+const REST_OF_MS: [u8; 64] = [0xff; 64];
 
 /// One page of matching readings, and where the next one starts (`None`: the range is done).
 #[derive(Debug, Default)]
 pub struct Page {
-    /// Readings in (time, CID) order.
+    /// Readings in (time, seq, CID) order.
     pub readings: Vec<StoredReading>,
     /// The `after` of the next page.
     pub next: Option<Cursor>,
 }
 
+impl Page {
+    /// The store keeps (time, CID) order; readings of one millisecond go in seq order, so a
+    /// source's burst (several readings a millisecond) reads back as it was published.
+    fn done(mut self) -> Page {
+        self.readings
+            .sort_by_key(|r| (r.reading.time, r.reading.seq));
+        self
+    }
+}
+
 /// Up to `max` readings of `topic` in `range` after `after`, of `source` only when given.
 /// Reads store pages of `max` until `max` match or `scan` store pages were read, so a filter
-/// that matches little still costs bounded work per call.
+/// that matches little still costs bounded work per call. A page that fills up (or runs out
+/// of scans) takes the rest of its last millisecond too, so that it can be put in seq order
+/// without a later page going back into it.
 pub fn read_page(
     store: &Store,
     topic: &str,
@@ -37,26 +54,37 @@ pub fn read_page(
         page.next = None;
         return Ok(page);
     }
-    for _ in 0..scan.max(1) {
+    // Once full: the millisecond still being taken.
+    let mut closing: Option<u64> = None;
+    let mut scans = 0;
+    while scans < scan.max(1) || closing.is_some() {
+        scans += 1;
         let cursor = page.next.as_ref().map(|(t, c)| (*t, c.as_slice()));
         let got = store.history_page(topic, range.since_ms, range.until_ms, cursor, max)?;
         let full = got.len() >= max;
         for r in got {
+            if let Some(t) = closing.filter(|t| *t != r.reading.time) {
+                page.next = Some((t, REST_OF_MS.to_vec()));
+                return Ok(page.done());
+            }
             page.next = Some((r.reading.time, r.cid.to_bytes()));
             if source.is_none_or(|s| s == r.reading.source) {
                 page.readings.push(r);
-                if page.readings.len() >= max {
-                    // More may follow the last one taken.
-                    return Ok(page);
+                if page.readings.len() >= max && closing.is_none() {
+                    closing = page.next.as_ref().map(|(t, _)| *t);
                 }
             }
         }
         if !full {
             page.next = None;
-            return Ok(page);
+            return Ok(page.done());
+        }
+        if scans >= scan.max(1) && closing.is_none() {
+            // Out of scans: this page too ends where a millisecond does.
+            closing = page.next.as_ref().map(|(t, _)| *t);
         }
     }
-    Ok(page)
+    Ok(page.done())
 }
 
 #[cfg(test)]
@@ -104,5 +132,57 @@ mod tests {
             (10..40u64).map(|i| 1000 + i * 10).collect::<Vec<_>>()
         );
         assert!(got.iter().all(|r| r.reading.source == "b"));
+    }
+
+    /// A burst of one source within one millisecond reads back in seq order across pages,
+    /// each reading once.
+    #[tokio::test]
+    async fn a_burst_within_a_millisecond_reads_back_in_seq_order() {
+        let store = Store::in_memory().unwrap();
+        // 30 readings of "a" at 2 times, 5 of "b" between them.
+        let mut all: Vec<StoredReading> = (1..=20u64)
+            .map(|seq| reading("a", seq, 5000, 1.0))
+            .collect();
+        all.extend((1..=5u64).map(|seq| reading("b", seq, 5001, 2.0)));
+        all.extend((21..=30u64).map(|seq| reading("a", seq, 5002, 3.0)));
+        for r in &all {
+            let (cid, bytes) = r.reading.encode();
+            let size = bytes.len() as u64;
+            store
+                .write(Batch {
+                    blocks: vec![(cid, bytes)],
+                    linked: vec![(cid, r.reading.clone(), size)],
+                    ..Batch::default()
+                })
+                .await
+                .unwrap();
+        }
+        let range = TimeRange {
+            since_ms: 0,
+            until_ms: u64::MAX,
+        };
+        for (source, want) in [(None, 35usize), (Some("a"), 30)] {
+            let mut got = Vec::new();
+            let mut after = None;
+            loop {
+                let p = read_page(&store, "temperature", range, source, after, 3, 1).unwrap();
+                got.extend(p.readings);
+                match p.next {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            assert_eq!(got.len(), want, "each reading once ({source:?})");
+            let a: Vec<u64> = got
+                .iter()
+                .filter(|r| r.reading.source == "a")
+                .map(|r| r.reading.seq)
+                .collect();
+            assert_eq!(
+                a,
+                (1..=30).collect::<Vec<_>>(),
+                "source a in seq order ({source:?})"
+            );
+        }
     }
 }

@@ -86,7 +86,7 @@ type Published = Reply<Result<(), NetError>>;
 
 enum Command {
     Publish(String, Vec<u8>, Published),
-    PublishReadings(String, Vec<Vec<u8>>, Published),
+    PublishReadings(String, Vec<Vec<u8>>),
     Subscribe(String),
     Unsubscribe(String),
     Report(MessageId, PeerId, MessageAcceptance),
@@ -136,14 +136,18 @@ impl Handle {
     }
     /// Gossips reading blocks of one topic, in order. Readings queued together, by this call
     /// or by concurrent publishers, go out as bundles ([`crate::bundle`]): one signature for
-    /// many readings, no added wait.
+    /// many readings, no added wait. Returns once queued (the queue keeps the order): a
+    /// publisher does not wait for the swarm task, and a gossip failure is only logged there
+    /// (the readings are stored; peers catch up by CID).
     pub async fn publish_readings(
         &self,
         topic: &str,
         blocks: Vec<Vec<u8>>,
     ) -> Result<(), NetError> {
-        self.ask(|r| Command::PublishReadings(topic.to_string(), blocks, r))
-            .await?
+        self.tx
+            .send(Command::PublishReadings(topic.to_string(), blocks))
+            .await
+            .map_err(|_| NetError::Stopped)
     }
     /// Subscribes to a topic.
     pub async fn subscribe(&self, topic: &str) {
@@ -264,19 +268,16 @@ const MAX_FOLDED: usize = 4 * crate::bundle::MAX_READINGS;
 /// publishers waiting for the answer.
 #[derive(Default)]
 struct Outgoing {
-    topics: Vec<(String, Vec<Vec<u8>>, Vec<Published>)>,
+    topics: Vec<(String, Vec<Vec<u8>>)>,
     readings: usize,
 }
 
 impl Outgoing {
-    fn add(&mut self, topic: String, blocks: Vec<Vec<u8>>, reply: Published) {
+    fn add(&mut self, topic: String, blocks: Vec<Vec<u8>>) {
         self.readings += blocks.len();
-        match self.topics.iter_mut().find(|(t, _, _)| *t == topic) {
-            Some((_, queued, replies)) => {
-                queued.extend(blocks);
-                replies.push(reply);
-            }
-            None => self.topics.push((topic, blocks, vec![reply])),
+        match self.topics.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, queued)) => queued.extend(blocks),
+            None => self.topics.push((topic, blocks)),
         }
     }
 }
@@ -326,8 +327,8 @@ impl Task {
         let mut next = Some(first);
         while let Some(cmd) = next.take() {
             match cmd {
-                Command::PublishReadings(topic, blocks, reply) => {
-                    outgoing.add(topic, blocks, reply);
+                Command::PublishReadings(topic, blocks) => {
+                    outgoing.add(topic, blocks);
                     if outgoing.readings < MAX_FOLDED {
                         next = queue.try_recv().ok();
                     }
@@ -348,18 +349,13 @@ impl Task {
         true
     }
 
-    /// Publishes folded readings, per topic in their order, and answers their publishers.
+    /// Publishes folded readings, per topic in their order.
     fn gossip_readings(&mut self, outgoing: Outgoing) {
-        for (topic, blocks, replies) in outgoing.topics {
-            let mut result = Ok(());
+        for (topic, blocks) in outgoing.topics {
             for payload in crate::bundle::pack(blocks) {
-                let r = self.gossip(&topic, payload);
-                if result.is_ok() {
-                    result = r;
+                if let Err(e) = self.gossip(&topic, payload) {
+                    tracing::warn!(%topic, error = %e, "gossip publish failed; peers will catch up by CID");
                 }
-            }
-            for reply in replies {
-                let _ = reply.send(result.clone());
             }
         }
     }
@@ -460,9 +456,9 @@ impl Task {
             Command::Publish(topic, data, reply) => {
                 let _ = reply.send(self.gossip(&topic, data));
             }
-            Command::PublishReadings(topic, blocks, reply) => {
+            Command::PublishReadings(topic, blocks) => {
                 let mut outgoing = Outgoing::default();
-                outgoing.add(topic, blocks, reply);
+                outgoing.add(topic, blocks);
                 self.gossip_readings(outgoing);
             }
             Command::Subscribe(topic) => match b.gossipsub.subscribe(&IdentTopic::new(&topic)) {
