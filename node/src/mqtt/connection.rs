@@ -82,6 +82,8 @@ pub(super) struct Conn {
     /// CIDs replayed from the store, skipped when they also arrive live.
     pub(super) replayed: HashSet<Cid>,
     pub(super) out: BytesMut,
+    /// While set, packets gather in `out` and go out in one write at [`Self::uncork`].
+    pub(super) corked: bool,
 }
 
 impl Conn {
@@ -108,6 +110,7 @@ impl Conn {
             next_pkid: 0,
             replayed: HashSet::new(),
             out: BytesMut::new(),
+            corked: false,
         }
     }
 
@@ -331,17 +334,41 @@ impl Conn {
 
     /// Writes several packets in one go.
     async fn send_all(&mut self, packets: &[Outgoing]) -> std::io::Result<()> {
-        self.out.clear();
+        if !self.corked {
+            self.out.clear();
+        }
         for p in packets {
             codec::encode(self.version, p, &mut self.out).map_err(std::io::Error::other)?;
         }
+        if self.corked {
+            return Ok(());
+        }
+        self.write_out().await
+    }
+
+    async fn write_out(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
-        match tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(&self.out)).await {
+        let written = tokio::time::timeout(WRITE_TIMEOUT, self.wr.write_all(&self.out)).await;
+        self.out.clear();
+        match written {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::other("client does not read")),
         }
+    }
+
+    /// Gathers the packets sent from now on for one write (readings already queued for a
+    /// subscriber: one syscall for many instead of one each).
+    fn cork(&mut self) {
+        self.out.clear();
+        self.corked = true;
+    }
+
+    /// Writes what was gathered since [`Self::cork`].
+    async fn uncork(&mut self) -> std::io::Result<()> {
+        self.corked = false;
+        self.write_out().await
     }
 
     pub(super) async fn persist(&self) {
@@ -599,13 +626,26 @@ pub(super) async fn run(
                 }
             }
             Some(f) = fwd_rx.recv() => {
-                if conn.forward(f).await.is_err() {
+                // What else is queued for this client goes in the same write.
+                conn.cork();
+                let mut sent = conn.forward(f).await;
+                for _ in 1..FORWARD_BATCH {
+                    if sent.is_err() {
+                        break;
+                    }
+                    let Ok(f) = fwd_rx.try_recv() else { break };
+                    sent = conn.forward(f).await;
+                }
+                if sent.and(conn.uncork().await).is_err() {
                     return End::Lost;
                 }
             }
         }
     }
 }
+
+/// Most queued readings written to a subscriber in one go.
+const FORWARD_BATCH: usize = 64;
 
 /// A reading PUBLISH waiting for the pipeline's commit.
 struct Pipelined {

@@ -5,8 +5,8 @@
 //! a durable redb commit (a checkpoint, every second or few MiB) lets the log start again.
 //! At open, whatever the log holds is applied again: the batches since the last checkpoint,
 //! in order. Applying a run of batches a second time leaves what applying it once did (every
-//! change is an insert or a removal by key), so a crash between a checkpoint and the log's
-//! truncation costs nothing either.
+//! change is an insert or a removal by key), so a crash between a checkpoint and the start of
+//! the log's next epoch costs nothing either.
 //!
 //! The file starts with `SNWAL001` and the current epoch (u64 LE); a record is `[payload
 //! length: u32 LE][epoch: u64 LE][first 8 bytes of SHA-256(epoch, payload)][payload]`, the
@@ -31,13 +31,13 @@ use super::{Batch, StoreError};
 
 /// A checkpoint once the log holds this much...
 const CHECKPOINT_BYTES: u64 = 8 << 20;
+/// ...or its oldest record is this old.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// The file grows by at least this much at a time, zero-filled.
 const GROW: u64 = 1 << 20;
 /// The file's header: magic and epoch.
 const FILE_HEADER: u64 = 16;
 const MAGIC: &[u8; 8] = b"SNWAL001";
-/// ...or its oldest record is this old.
-pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Header of a record: length, epoch and checksum.
 const HEADER: usize = 20;
 
