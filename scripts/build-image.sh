@@ -73,7 +73,11 @@ buildah add --quiet "$ctr" "$root.tar" / >/dev/null
 cfg=(--user 10001:10001 --entrypoint '["node"]' --cmd '["daemon"]' --volume /data
   --env PATH=/usr/local/bin:/usr/bin:/bin
   --label org.opencontainers.image.source=https://github.com/sensornet/sensornet
-  --label org.opencontainers.image.version="$version")
+  --label org.opencontainers.image.version="$version"
+  # The name in the config makes each tag its own image: two builds of the same binaries in
+  # one second were otherwise one image ID, and removing one tag (a test's cleanup, which
+  # forces) took the image from under the other.
+  --label org.opencontainers.image.ref.name="$image")
 for e in "${env_vars[@]}"; do cfg+=(--env "$e"); done
 for p in "${ports[@]}"; do cfg+=(--port "$p"); done
 buildah config "${cfg[@]}" "$ctr"
