@@ -264,8 +264,7 @@ pub fn spawn(swarm: Swarm<Behaviour>, metrics: Libp2pMetrics, limits: Limits) ->
 /// Most readings folded from queued commands before they are published.
 const MAX_FOLDED: usize = 4 * crate::bundle::MAX_READINGS;
 
-/// Readings to gossip, gathered from queued commands: per topic, in arrival order, with the
-/// publishers waiting for the answer.
+/// Readings to gossip, gathered from queued commands: per topic, in arrival order.
 #[derive(Default)]
 struct Outgoing {
     topics: Vec<(String, Vec<Vec<u8>>)>,

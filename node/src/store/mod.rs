@@ -343,17 +343,9 @@ impl Store {
         });
         let wal = match &shared.path {
             Some(path) => {
-                let (mut wal, batches) = wal::Wal::open(path)?;
-                let db = shared.get()?;
-                writer::replay(&db, &mut wal, &batches)?;
-                if !wal.is_empty() {
-                    match writer::durable_commit(&db) {
-                        Ok(()) => wal.checkpointed(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "block store: no checkpoint at open; the write-ahead log keeps its records")
-                        }
-                    }
-                }
+                // The writer's first checkpoint (a second from now) empties the log.
+                let (wal, batches) = wal::Wal::open(path)?;
+                writer::replay(&*shared.get()?, &batches)?;
                 Some(wal)
             }
             None => None,

@@ -243,7 +243,7 @@ fn checkpoint(shared: &Shared, wal: &mut Option<Wal>, needs_reopen: &mut bool) {
 }
 
 /// Makes every earlier non-durable commit durable.
-pub(super) fn durable_commit(db: &Database) -> Result<(), StoreError> {
+fn durable_commit(db: &Database) -> Result<(), StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(StoreError::db)?;
@@ -255,24 +255,23 @@ pub(super) fn durable_commit(db: &Database) -> Result<(), StoreError> {
 /// handle held only in non-durable commits is in the log.
 fn reopen(shared: &Shared, wal: &mut Option<Wal>) -> Result<Arc<Database>, StoreError> {
     let db = shared.reopen()?;
-    if let (true, Some(path)) = (wal.is_some(), shared.path.as_deref()) {
-        let (mut fresh, batches) = Wal::open(path)?;
-        replay(&db, &mut fresh, &batches)?;
-        fresh.retry_later();
+    if let (Some(_), Some(path)) = (wal.as_ref(), shared.path.as_deref()) {
+        let (fresh, batches) = Wal::open(path)?;
+        replay(&db, &batches)?;
         *wal = Some(fresh);
     }
     Ok(db)
 }
 
 /// Applies the batches a log held at open (those since the last checkpoint), without a
-/// sync: they are durable in the log, which the next checkpoint empties.
-pub(super) fn replay(db: &Database, wal: &mut Wal, batches: &[Batch]) -> Result<(), StoreError> {
+/// sync: they are durable in the log, which the next checkpoint (due a second after the log
+/// was opened with records) empties.
+pub(super) fn replay(db: &Database, batches: &[Batch]) -> Result<(), StoreError> {
     if batches.is_empty() {
         return Ok(());
     }
     let refs: Vec<&Batch> = batches.iter().collect();
     commit(db, &refs, Durability::None)?;
-    wal.retry_later();
     tracing::info!(
         batches = batches.len(),
         "block store: applied the write-ahead log's batches since the last checkpoint"
