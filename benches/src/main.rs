@@ -334,8 +334,8 @@ fn kubo_delay(dir: &std::path::Path, rate: u64, secs: u64) -> anyhow::Result<(Ve
     ))
 }
 
-/// Three bare gossipsub nodes in a line; delays seen at the far end.
-fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<(Vec<f64>, u64)> {
+/// `n` (≥ 2) bare gossipsub nodes in a line; delays seen at the far end.
+fn bare_gossip(n: usize, rate: u64, secs: u64) -> anyhow::Result<(Vec<f64>, u64)> {
     let spawn = |args: Vec<String>| -> anyhow::Result<(Proc, std::sync::mpsc::Receiver<String>)> {
         let mut c = Command::new(bin("bare-gossip"))
             .args(&args)
@@ -356,13 +356,17 @@ fn bare_gossip(rate: u64, secs: u64) -> anyhow::Result<(Vec<f64>, u64)> {
             .context("listen line")?
             .to_string())
     };
-    let (_c, crx) = spawn(vec![])?;
-    let c_addr = addr(&crx)?;
-    let (_b, brx) = spawn(vec!["--dial".into(), c_addr])?;
-    let b_addr = addr(&brx)?;
+    let (c, crx) = spawn(vec![])?;
+    let mut next_addr = addr(&crx)?;
+    let mut relays = vec![c];
+    for _ in 2..n {
+        let (b, brx) = spawn(vec!["--dial".into(), next_addr])?;
+        next_addr = addr(&brx)?;
+        relays.push(b);
+    }
     let (_a, arx) = spawn(vec![
         "--dial".into(),
-        b_addr,
+        next_addr,
         "--rate".into(),
         rate.to_string(),
         "--seconds".into(),
@@ -468,7 +472,10 @@ fn mosquitto_mqtt(dir: &std::path::Path, count: u64, secs: u64) -> anyhow::Resul
         mqtt::mosquitto_payload,
         mqtt::mosquitto_index,
     )?;
-    Ok(json!({"qos1": q1, "latency_qos0_100": lat}))
+    // The floor under any gossipsub mesh: one hop between two bare rust-libp2p processes,
+    // timed from the publish call to the receive event (no MQTT client, store or checks).
+    let (d, sent) = bare_gossip(2, 100, secs)?;
+    Ok(json!({"qos1": q1, "latency_qos0_100": lat, "bare_hop_100": counted(d, sent)}))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -570,7 +577,7 @@ fn main() -> anyhow::Result<()> {
         json!({"sensornet": sn_mqtt, "mosquitto": mq_mqtt}),
     );
     eprintln!("Mosquitto done");
-    let (d, sent) = bare_gossip(100, secs)?;
+    let (d, sent) = bare_gossip(3, 100, secs)?;
     r.insert("bare_gossipsub_delay_100".into(), counted(d, sent));
     let (d, sent) = kubo_delay(dir.path(), 100, secs)?;
     r.insert("kubo_delay_100".into(), counted(d, sent));
@@ -704,6 +711,18 @@ fn print_mqtt(m: &Value) {
             f(&v["p50_ms"]),
             f(&v["p99_ms"]),
             f(&v["max_ms"])
+        );
+    }
+    let floor = &mq["bare_hop_100"];
+    if floor.is_object() {
+        println!(
+            "| floor: bare rust-libp2p gossipsub, one hop between two processes (publish call → receive event; no MQTT, store or checks) | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            floor["sent"],
+            floor["received"],
+            floor["lost"],
+            f(&floor["p50_ms"]),
+            f(&floor["p99_ms"]),
+            f(&floor["max_ms"])
         );
     }
     let (a, b) = (&sn["latency_qos0_100"], &mq["latency_qos0_100"]);

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use cid::Cid;
+use futures::stream::{BoxStream, SelectAll};
+use futures::{FutureExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::codec::{
@@ -29,8 +29,6 @@ use crate::reading::Reading;
 
 /// A client that does not take a packet for this long is cut off (it holds our buffers).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Deliveries queued between the bus and one connection.
-pub(super) const FORWARD_QUEUE: usize = 1024;
 /// QoS 1 deliveries tracked until acknowledged; past this a client that never acknowledges
 /// is not tracked further (its session may then be replayed readings it already has).
 const MAX_INFLIGHT: usize = 10_000;
@@ -72,10 +70,12 @@ pub(super) struct Conn {
     pub(super) persistent: bool,
     pub(super) state: SessionState,
     pub(super) filters: Vec<Filter>,
-    /// Bus topics followed (each by one forwarder task).
+    /// Bus topics followed.
     pub(super) followed: HashSet<String>,
-    pub(super) fwd_tx: mpsc::Sender<Fwd>,
-    pub(super) forwarders: JoinSet<()>,
+    /// Their subscriptions, read by the connection's own task: a forwarding task between
+    /// the bus and the connection cost a task wake-up per reading on the way to the client.
+    /// Only ever reached through `get_mut` (no locking): the mutex makes `Conn` `Sync`.
+    pub(super) subs: std::sync::Mutex<SelectAll<BoxStream<'static, Fwd>>>,
     /// QoS 1 deliveries awaiting PUBACK: pkid → (topic, source, seq).
     pub(super) inflight: HashMap<u16, (String, String, u64)>,
     pub(super) next_pkid: u16,
@@ -94,7 +94,6 @@ impl Conn {
         shared: Arc<Shared>,
         persistent: bool,
     ) -> Conn {
-        let (fwd_tx, _) = mpsc::channel(1);
         Conn {
             version,
             client_id,
@@ -104,14 +103,18 @@ impl Conn {
             state: SessionState::default(),
             filters: Vec::new(),
             followed: HashSet::new(),
-            fwd_tx,
-            forwarders: JoinSet::new(),
+            subs: Default::default(),
             inflight: HashMap::new(),
             next_pkid: 0,
             replayed: HashSet::new(),
             out: BytesMut::new(),
             corked: false,
         }
+    }
+
+    /// The bus subscriptions, for this connection's task alone.
+    pub(super) fn subs_mut(&mut self) -> &mut SelectAll<BoxStream<'static, Fwd>> {
+        self.subs.get_mut().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(super) async fn send(&mut self, p: &Outgoing) -> std::io::Result<()> {
@@ -150,19 +153,15 @@ impl Conn {
             if !self.followed.insert(t.clone()) {
                 continue;
             }
-            let mut sub = self.shared.bus.subscribe(&t).await;
-            let tx = self.fwd_tx.clone();
-            self.forwarders.spawn(async move {
-                while let Some(got) = sub.recv().await {
-                    let msg = match got {
-                        Received::Delivery(d) => Fwd::Delivery(t.clone(), d),
-                        Received::Dropped(n) => Fwd::Dropped(n),
-                    };
-                    if tx.send(msg).await.is_err() {
-                        break;
-                    }
-                }
+            let sub = self.shared.bus.subscribe(&t).await;
+            let deliveries = futures::stream::unfold((sub, t), |(mut sub, t)| async move {
+                let msg = match sub.recv().await? {
+                    Received::Delivery(d) => Fwd::Delivery(t.clone(), d),
+                    Received::Dropped(n) => Fwd::Dropped(n),
+                };
+                Some((msg, (sub, t)))
             });
+            self.subs_mut().push(deliveries.boxed());
         }
     }
 
@@ -581,7 +580,6 @@ pub(super) async fn run(
     conn: &mut Conn,
     rd: &mut OwnedReadHalf,
     buf: &mut BytesMut,
-    fwd_rx: &mut mpsc::Receiver<Fwd>,
     present: bool,
     assigned: Option<String>,
     taken: &tokio_util::sync::CancellationToken,
@@ -625,7 +623,7 @@ pub(super) async fn run(
                     return end;
                 }
             }
-            Some(f) = fwd_rx.recv() => {
+            Some(f) = conn.subs_mut().next() => {
                 // What else is queued for this client goes in the same write.
                 conn.cork();
                 let mut sent = conn.forward(f).await;
@@ -633,7 +631,7 @@ pub(super) async fn run(
                     if sent.is_err() {
                         break;
                     }
-                    let Ok(f) = fwd_rx.try_recv() else { break };
+                    let Some(Some(f)) = conn.subs_mut().next().now_or_never() else { break };
                     sent = conn.forward(f).await;
                 }
                 if sent.and(conn.uncork().await).is_err() {

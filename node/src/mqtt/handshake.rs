@@ -10,10 +10,9 @@ use subtle::ConstantTimeEq;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
 use super::codec::{self, CodecError, ConnCode, Connect, Incoming, Outgoing, Version, Will};
-use super::connection::{reject_reason, run, Conn, End, FORWARD_QUEUE};
+use super::connection::{reject_reason, run, Conn, End};
 use super::session::SessionState;
 use super::Shared;
 
@@ -167,15 +166,12 @@ async fn session(
     conn.state = stored.unwrap_or_else(|| SessionState::new(expiry));
     conn.state.expiry_s = expiry;
     conn.state.disconnected_ms = None;
-    let (fwd_tx, mut fwd_rx) = mpsc::channel(FORWARD_QUEUE);
-    conn.fwd_tx = fwd_tx;
     shared.metrics.mqtt_connections.inc();
     let will = c.will.clone();
     let end = run(
         &mut conn,
         &mut rd,
         &mut buf,
-        &mut fwd_rx,
         present,
         assigned,
         &taken,
@@ -183,7 +179,8 @@ async fn session(
         max_packet,
     )
     .await;
-    conn.forwarders.abort_all();
+    // Its subscriptions end with the connection (the subscriber gauge drops now).
+    conn.subs_mut().clear();
     if matches!(end, End::Lost | End::CleanWithWill) {
         if let Some(w) = will {
             publish_will(&conn, &w).await;

@@ -133,6 +133,10 @@ struct Sync {
     replay: replay::ReplayGuard,
     /// Fetches started by the repair sweep.
     repairs: HashSet<Cid>,
+    /// Verdicts on gossip messages, told to gossipsub once the group they came in is
+    /// delivered here (the report lets gossipsub forward a message to other peers; it is
+    /// not on the way to this node's own subscribers).
+    reports: Vec<(libp2p::gossipsub::MessageId, PeerId, MessageAcceptance)>,
 }
 
 /// Runs the actor until the network events end.
@@ -158,6 +162,7 @@ pub async fn run(
         ready,
         replay: replay::ReplayGuard::default(),
         repairs: HashSet::new(),
+        reports: Vec::new(),
     };
     me.resume_pending();
     let mut heads_tick = tokio::time::interval(HEADS_EVERY);
@@ -179,6 +184,7 @@ pub async fn run(
                     }
                 }
                 me.ingest(batch).await;
+                me.send_reports().await;
             }
             Some(block) = local.recv() => {
                 let data = Arc::new(block.data);
@@ -270,7 +276,7 @@ impl Sync {
                     }
                     _ => MessageAcceptance::Accept,
                 };
-                self.deps.net.report(m.id.clone(), m.via, acceptance).await;
+                self.reports.push((m.id.clone(), m.via, acceptance));
                 // A bundle's readings go on as if each had come alone (with the bundle's
                 // seqno: the gossip message they came in).
                 let gossiped = |reading: Reading, data: Arc<Vec<u8>>| Incoming {
@@ -369,6 +375,7 @@ impl Sync {
         for l in deliver {
             self.deps.bus.deliver(l);
         }
+        self.send_reports().await;
         let written = self.deps.store.write(out).await;
         for done in acks {
             let _ = done.send(written.clone());
@@ -380,6 +387,13 @@ impl Sync {
         for (parent, child, via) in fetch {
             let expected = self.expected_below(&child);
             self.start_fetch(parent, &child.topic, expected, via);
+        }
+    }
+
+    /// Tells gossipsub the verdicts gathered since the last call.
+    async fn send_reports(&mut self) {
+        for (id, via, acceptance) in std::mem::take(&mut self.reports) {
+            self.deps.net.report(id, via, acceptance).await;
         }
     }
 
