@@ -279,11 +279,10 @@ impl Publisher {
             .iter()
             .map(|(_, b)| Arc::new(b.clone()))
             .collect();
-        // Gossip is queued before the commit and goes out while it runs, still in per-source
-        // order (under the locks); the publisher's answer waits for the commit. Queued first,
-        // the swarm task is not kept waiting for a core behind the store's writer thread.
-        // Should the node die before it commits (or the commit fail), peers hold the readings
-        // and the restarted node fetches them back with the heads.
+        let committed = self.store.submit(batch).await?;
+        // Gossip goes out while the commit runs, still in per-source order (under the locks);
+        // the publisher's answer waits for the commit. Should the node die before it commits,
+        // peers hold the readings and the restarted node fetches them back with the heads.
         let mut by_topic: Vec<(&str, Vec<Vec<u8>>)> = Vec::new();
         for ((_, reading), data) in done.iter().zip(&datas) {
             match by_topic.iter_mut().find(|(t, _)| *t == reading.topic) {
@@ -294,7 +293,7 @@ impl Publisher {
         for (topic, blocks) in by_topic {
             self.gossip_readings(topic, blocks).await?;
         }
-        self.store.submit(batch).await?.wait().await?;
+        committed.wait().await?;
         for ((cid, reading), data) in done.iter().zip(datas) {
             self.metrics
                 .published

@@ -185,4 +185,69 @@ mod tests {
             );
         }
     }
+
+    /// Pages of any size and scan budget, with and without a source filter, over readings
+    /// crowded into few milliseconds: every reading once, none skipped at a page's edge.
+    #[tokio::test]
+    async fn pages_of_any_size_cover_crowded_milliseconds_once() {
+        let store = Store::in_memory().unwrap();
+        let mut x: u64 = 42;
+        let mut next = move |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        let mut seqs = std::collections::HashMap::new();
+        let mut all = Vec::new();
+        for _ in 0..400 {
+            let src = ["a", "b", "c", "d"][next(4) as usize];
+            let seq = seqs.entry(src).or_insert(0u64);
+            *seq += 1;
+            all.push(reading(src, *seq, 7000 + next(25), *seq as f64));
+        }
+        let batch = Batch {
+            blocks: all.iter().map(|r| r.reading.encode()).collect(),
+            linked: all
+                .iter()
+                .map(|r| {
+                    let (cid, bytes) = r.reading.encode();
+                    (cid, r.reading.clone(), bytes.len() as u64)
+                })
+                .collect(),
+            ..Batch::default()
+        };
+        store.write(batch).await.unwrap();
+        let range = TimeRange {
+            since_ms: 0,
+            until_ms: u64::MAX,
+        };
+        for max in [1, 2, 3, 7, 16, 50, 399, 400, 1000] {
+            for scan in [1, 2, 8] {
+                for source in [None, Some("b")] {
+                    let mut got = Vec::new();
+                    let mut after = None;
+                    loop {
+                        let p = read_page(&store, "temperature", range, source, after, max, scan)
+                            .unwrap();
+                        got.extend(p.readings.into_iter().map(|r| r.cid));
+                        match p.next {
+                            Some(n) => after = Some(n),
+                            None => break,
+                        }
+                    }
+                    let mut want: Vec<_> = all
+                        .iter()
+                        .filter(|r| source.is_none_or(|s| s == r.reading.source))
+                        .map(|r| r.reading.encode().0)
+                        .collect();
+                    want.sort();
+                    let n = got.len();
+                    got.sort();
+                    assert_eq!(n, want.len(), "max {max}, scan {scan}, {source:?}: count");
+                    assert_eq!(got, want, "max {max}, scan {scan}, {source:?}");
+                }
+            }
+        }
+    }
 }
