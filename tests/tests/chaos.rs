@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use sensornet_tests::netns::{self, Net};
-use sensornet_tests::{eventually, CommandExt, Daemon, Opts};
+use sensornet_tests::{block_matches, eventually, CommandExt, Daemon, Opts};
 use serde_json::Value;
 
 const N: usize = 5;
@@ -762,10 +762,19 @@ fn run(mode: Mode) {
             ));
         }
         for (src, missing) in &st.dangling {
+            // Whether the block is in the node's store at all tells a reading it never got
+            // from one its history index lacks.
+            let probed: Vec<String> = missing
+                .iter()
+                .take(3)
+                .map(|c| match block_matches(&nodes[i], c) {
+                    Ok(held) => format!("{c} (block in its store: {held})"),
+                    Err(e) => format!("{c} (block/get failed: {e})"),
+                })
+                .collect();
             problems.push(format!(
-                "node {i}: source {src} names {} parents the node does not hold (a hole), e.g. {:?}",
+                "node {i}: source {src} names {} parents the node does not hold (a hole), e.g. {probed:?}",
                 missing.len(),
-                missing.iter().take(3).collect::<Vec<_>>()
             ));
         }
     }
