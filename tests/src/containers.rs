@@ -4,7 +4,8 @@
 //! args, env, securityContext, resources and volume. No control plane runs here, so the test is
 //! the kubelet (it polls the probes' HTTP paths) and the StatefulSet controller (names, volumes).
 //!
-//! Everything created has a unique name and is removed on drop, even when a test fails.
+//! Everything created has a unique name and is removed on drop, even when a test fails; the
+//! image, shared by the process's tests, is removed by the next run (see [`Image`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,7 +93,13 @@ pub fn install() -> Result<()> {
     install_once(&CELL, "scripts/install-containers.sh")
 }
 
-/// An image in local storage, untagged on drop.
+/// The image built from this checkout, shared by every test of the process.
+///
+/// One build per test process rather than one per test: podman resolves image names by
+/// listing every image, and an `rmi` of one test's image while another test's build or run was
+/// listing made that listing fail ("locating item named manifest for image with ID …": seen in
+/// CI). Nothing is removed while tests run; the tags of finished test processes are removed
+/// before the next build.
 pub struct Image {
     /// NAME:TAG.
     pub name: String,
@@ -101,12 +108,19 @@ pub struct Image {
 }
 
 impl Image {
-    /// Builds the image with `scripts/build-image.sh` under a unique tag.
-    pub fn build() -> Result<Image> {
-        install()?;
-        let name = format!("localhost/{}:test", unique("sensornet"));
-        let build_log = run_script("scripts/build-image.sh", &["--image", &name])?;
-        Ok(Image { name, build_log })
+    /// Builds the image with `scripts/build-image.sh` under a tag of this process, once.
+    pub fn build() -> Result<&'static Image> {
+        static CELL: OnceLock<Result<Image, String>> = OnceLock::new();
+        CELL.get_or_init(|| {
+            install().map_err(|e| format!("{e:#}"))?;
+            remove_images_of_finished_runs();
+            let name = format!("localhost/{}:test", unique("sensornet"));
+            let build_log = run_script("scripts/build-image.sh", &["--image", &name])
+                .map_err(|e| format!("{e:#}"))?;
+            Ok(Image { name, build_log })
+        })
+        .as_ref()
+        .map_err(|e| anyhow!("{e}"))
     }
 
     /// `podman image inspect` of the image (the first and only element).
@@ -116,9 +130,23 @@ impl Image {
     }
 }
 
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = podman_out(&["rmi", "--force", &self.name]);
+/// Removes `localhost/sensornet-PID-N:test` images whose test process PID is gone (statics are
+/// never dropped, so each run's image outlives it until the next run looks).
+fn remove_images_of_finished_runs() {
+    let Ok(list) = podman_out(&["images", "--format", "{{.Repository}}:{{.Tag}}"]) else {
+        return;
+    };
+    for name in list.lines() {
+        let pid = name
+            .strip_prefix("localhost/sensornet-")
+            .and_then(|rest| rest.strip_suffix(":test"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = podman_out(&["rmi", "--force", name]);
+            }
+        }
     }
 }
 

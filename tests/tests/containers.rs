@@ -78,6 +78,7 @@ fn keys(v: &Value) -> Vec<String> {
 fn image_built_here_agrees_with_the_dockerfile() -> Result<()> {
     let t0 = Instant::now();
     let image = Image::build()?;
+    // With the other tests of this file running, this includes waiting for their build.
     let built_in = t0.elapsed();
     let docker = parse_dockerfile(&std::fs::read_to_string(root().join("Dockerfile"))?)?;
     let inspect = image.inspect()?;
@@ -214,7 +215,7 @@ fn assert_limits_enforced(pod: &Pod) -> Result<()> {
 fn three_pods_with_the_charts_limits_find_each_other_and_heal() -> Result<()> {
     let image = Image::build()?;
     let (_, spec) = chart(&[])?;
-    let cluster = Cluster::new(spec, &image)?;
+    let cluster = Cluster::new(spec, image)?;
     let t0 = Instant::now();
     let mut pods: Vec<Pod> = (0..3).map(|i| cluster.start(i)).collect::<Result<_>>()?;
     for p in &pods {
@@ -410,7 +411,7 @@ fn hpa_from_cgroup_cpu_scales_up_under_a_flood_and_down_after_the_window() -> Re
         "HPA from the rendered manifest: min {}, max {}, target {} % of {} cores, tolerance {}, scale-down window {:?}",
         hpa.min, hpa.max, hpa.target, spec.cpu_request, hpa.tolerance, hpa.scale_down_window
     );
-    let cluster = Cluster::new(spec, &image)?;
+    let cluster = Cluster::new(spec, image)?;
     let mut pods: Vec<Pod> = (0..hpa.min)
         .map(|i| cluster.start(i))
         .collect::<Result<_>>()?;
