@@ -27,6 +27,26 @@ pub struct Hole {
     pub before_ms: u64,
 }
 
+/// Why a chain walk ([`Store::chain`]) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// At `stop_seq`, the horizon or the first reading: nothing more to send.
+    Done,
+    /// `max` blocks were taken; the chain may go on.
+    Limit,
+    /// The next block is not here (or does not decode).
+    Missing,
+}
+
+/// A chain walk's blocks, newest first, and where it ended.
+#[derive(Debug)]
+pub struct Walk {
+    /// Block bytes, newest first.
+    pub blocks: Vec<Vec<u8>>,
+    /// Why the walk stopped after them.
+    pub end: WalkEnd,
+}
+
 /// CID bytes → block bytes (any block: readings, `block/put`, `dag/put`).
 const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
 /// (topic, source, CID bytes) → (seq, time ms): the heads of each source, the linked
@@ -485,36 +505,44 @@ impl Store {
         Ok(out)
     }
 
-    /// Walks a chain from `from` back through `prev`, returning block bytes newest first;
-    /// stops at `stop_seq`, a missing block, `min_time` or `max` blocks.
+    /// Walks a chain from `from` back through `prev`: block bytes newest first, and why the
+    /// walk ended. Stops at `stop_seq`, `min_time`, the first reading, a missing block or
+    /// `max` blocks.
+    ///
+    /// One read transaction decides both: a block committed between two separate reads made
+    /// "nothing from `from`" look like "the walk ended at the horizon", and the asker linked
+    /// a child past a parent it never got (seen in `chaos_spread_writers`).
     pub fn chain(
         &self,
         from: &Cid,
         stop_seq: u64,
         min_time: u64,
         max: usize,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+    ) -> Result<Walk, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
         let blocks = txn.open_table(BLOCKS)?;
         let mut out = Vec::new();
-        let mut next = Some(*from);
-        while let Some(cid) = next.take() {
+        let mut next = *from;
+        let end = loop {
             if out.len() >= max {
-                break;
+                break WalkEnd::Limit;
             }
-            let Some(bytes) = blocks.get(cid.to_bytes().as_slice())? else {
-                break;
+            let Some(bytes) = blocks.get(next.to_bytes().as_slice())? else {
+                break WalkEnd::Missing;
             };
             let Ok(r) = Reading::decode(bytes.value()) else {
-                break;
+                break WalkEnd::Missing;
             };
             if r.seq <= stop_seq || r.time < min_time {
-                break;
+                break WalkEnd::Done;
             }
             out.push(bytes.value().to_vec());
-            next = r.prev;
-        }
-        Ok(out)
+            match r.prev {
+                Some(p) => next = p,
+                None => break WalkEnd::Done,
+            }
+        };
+        Ok(Walk { blocks: out, end })
     }
 
     /// Readings stored but not yet linked (to resume their catch-up after a restart).

@@ -54,9 +54,10 @@ async fn write_reopen_history_chain_and_expire() {
         (1..=10).collect::<Vec<_>>()
     );
     assert_eq!(store.history("humidity", 1_005, 100).unwrap().len(), 6);
-    let chain = store.chain(&cids[9], 6, 0, 100).unwrap();
-    assert_eq!(chain.len(), 4, "seq 10..7, stopping above seq 6");
-    assert!(crate::reading::verify_cid(&cids[9], &chain[0]));
+    let walk = store.chain(&cids[9], 6, 0, 100).unwrap();
+    assert_eq!(walk.blocks.len(), 4, "seq 10..7, stopping above seq 6");
+    assert_eq!(walk.end, WalkEnd::Done);
+    assert!(crate::reading::verify_cid(&cids[9], &walk.blocks[0]));
     assert!(store.is_linked(&cids[3]).unwrap());
 
     let old = store.expired("humidity", 1_004, 100).unwrap();
