@@ -117,6 +117,12 @@ impl Graph {
         self.release(cid, Some(item))
     }
 
+    /// `parent` was linked without this graph (a publish on this node commits on its own):
+    /// what waited only for it is linked now, with theirs.
+    pub fn linked_elsewhere(&mut self, parent: &Cid) -> Vec<Linked> {
+        self.release(*parent, None)
+    }
+
     /// Gives up on `parent` (nobody can supply it): readings waiting for it stop waiting for
     /// it, and those that lack nothing else are linked past the gap, with theirs.
     pub fn link_past(&mut self, parent: &Cid) -> Vec<Linked> {
@@ -274,6 +280,18 @@ mod tests {
         assert_eq!(seqs(&g.link(c[2].clone())), vec![3]);
         assert!(!g.is_pending(&c[2].cid));
         assert!(g.link(c[1].clone()).len() == 1, "3 is not linked twice");
+    }
+
+    #[test]
+    fn a_parent_linked_by_a_publish_here_releases_its_waiters() {
+        let c = chain(3);
+        let mut g = Graph::default();
+        assert_eq!(g.wait(c[1].clone(), vec![c[0].cid]), vec![c[0].cid]);
+        g.wait(c[2].clone(), vec![c[1].cid]);
+        // The first reading was committed by the publisher, not through the graph.
+        assert_eq!(seqs(&g.linked_elsewhere(&c[0].cid)), vec![2, 3]);
+        assert!(!g.is_pending(&c[1].cid) && !g.is_pending(&c[2].cid));
+        assert!(g.linked_elsewhere(&c[0].cid).is_empty(), "released once");
     }
 
     #[test]

@@ -576,8 +576,13 @@ impl Sync {
         // incomplete walk) a gap. Only joined heads may still be missing.
         let gap_or_done = f.blocks.last().and_then(|(_, r, _)| r.prev);
         for (i, (cid, reading, bytes)) in f.blocks.into_iter().rev().enumerate() {
-            // Gossip may have brought and linked it while the fetch ran: deliver it once.
+            // Gossip or a publish here may have linked it while the fetch ran: deliver it
+            // once. A publish here links without this actor, so what waits for the block is
+            // released now; a reading linked through the graph has released its own.
             if linked_now.contains(&cid) || self.is_linked(&cid) {
+                for l in self.graph.linked_elsewhere(&cid) {
+                    self.record_linked(l, &mut out, &mut deliver, &mut linked_now);
+                }
                 continue;
             }
             out.blocks.push((cid, bytes.clone()));
