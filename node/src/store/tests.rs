@@ -1,7 +1,8 @@
 use super::*;
 use crate::reading::Reading;
 
-fn reading(seq: u64, prev: Option<Cid>) -> Reading {
+/// A reading of source `h1` (shared with other modules' tests of the store).
+pub(crate) fn reading(seq: u64, prev: Option<Cid>) -> Reading {
     Reading {
         joins: Vec::new(),
         aqi: None,
@@ -15,7 +16,8 @@ fn reading(seq: u64, prev: Option<Cid>) -> Reading {
     }
 }
 
-fn linked_batch(r: &Reading) -> (Cid, Batch) {
+/// A batch that stores `r` and links it.
+pub(crate) fn linked_batch(r: &Reading) -> (Cid, Batch) {
     let (cid, bytes) = r.encode();
     let size = bytes.len() as u64;
     (

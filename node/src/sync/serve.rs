@@ -126,23 +126,9 @@ fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reading::Reading;
+    use crate::store::tests::{linked_batch, reading};
     use crate::store::Batch;
     use cid::Cid;
-
-    fn reading(seq: u64, prev: Option<Cid>) -> Reading {
-        Reading {
-            joins: Vec::new(),
-            aqi: None,
-            seq,
-            prev,
-            time: 1_000 + seq,
-            unit: "°C".into(),
-            topic: "temperature".into(),
-            value: 20.0,
-            source: "t1".into(),
-        }
-    }
 
     fn chain_request(from: &Cid, max: u32) -> SyncRequest {
         SyncRequest::Chain {
@@ -172,14 +158,8 @@ mod tests {
         let mut batches = Vec::new();
         let mut prev = None;
         for seq in 1..=N {
-            let r = reading(seq, prev);
-            let (cid, bytes) = r.encode();
-            let size = bytes.len() as u64;
-            batches.push(Batch {
-                blocks: vec![(cid, bytes)],
-                linked: vec![(cid, r, size)],
-                ..Batch::default()
-            });
+            let (cid, batch) = linked_batch(&reading(seq, prev));
+            batches.push(batch);
             cids.push(cid);
             prev = Some(cid);
         }
