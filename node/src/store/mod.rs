@@ -47,8 +47,20 @@ pub struct Walk {
     pub end: WalkEnd,
 }
 
-/// CID bytes → block bytes (any block: readings, `block/put`, `dag/put`).
-const BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+/// Slot → block bytes (any block: readings, `block/put`, `dag/put`). Slots are handed out in
+/// write order, so a commit's new blocks land together at the end of the tree. Keyed by CID
+/// (a hash), every block was an insert at a random place that made the commit copy a whole
+/// page: with a few hundred thousand readings stored, that and the linked mark below were
+/// half of the writer's time per reading (`store-commit`: 38 µs at 400,000 readings, 20 µs
+/// with blocks in write order).
+const BLOCK_BYTES: TableDefinition<u64, &[u8]> = TableDefinition::new("block_bytes");
+/// CID bytes → (slot in [`BLOCK_BYTES`], seq if linked): every block here, and for readings
+/// whose chain back to the first reading (or the retention horizon) is in the store, their
+/// seq; only those are delivered and listed. One random-key insert per block.
+const CIDS: TableDefinition<&[u8], (u64, Option<u64>)> = TableDefinition::new("cids");
+/// The layout before [`CIDS`]: blocks and the linked marks keyed by CID; migrated at open.
+const OLD_BLOCKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blocks");
+const OLD_LINKED: TableDefinition<&[u8], u64> = TableDefinition::new("linked");
 /// (topic, source, CID bytes) → (seq, time ms): the heads of each source, the linked
 /// readings no linked reading names as a parent. One per source while it has one writer;
 /// several while concurrent readings wait to be joined.
@@ -59,9 +71,6 @@ const OLD_HEADS: TableDefinition<(&str, &str), (u64, &[u8])> = TableDefinition::
 /// Parent CID bytes → (): readings some linked reading named as a parent before they were
 /// linked themselves (linked past a hole), so they never become heads when they arrive.
 const CHILDREN: TableDefinition<&[u8], ()> = TableDefinition::new("has_children");
-/// CID bytes → seq, for readings whose chain back to the first reading (or the retention
-/// horizon) is in the store; only these are delivered and listed.
-const LINKED: TableDefinition<&[u8], u64> = TableDefinition::new("linked");
 /// (topic, time ms, CID bytes) → block size: the history index.
 const BY_TIME: TableDefinition<(&str, u64, &[u8]), u64> = TableDefinition::new("by_time");
 /// CID bytes → () for readings stored but still waiting for their `prev`.
@@ -275,6 +284,63 @@ fn head_row((topic, source, cid): (&str, &str, &[u8]), (seq, time): (u64, u64)) 
     })
 }
 
+/// The bytes of the block whose CID bytes are `cid`, through the CID index.
+fn read_block(
+    cids: &impl ReadableTable<&'static [u8], (u64, Option<u64>)>,
+    bytes: &impl ReadableTable<u64, &'static [u8]>,
+    cid: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(slot) = cids.get(cid)?.map(|v| v.value().0) else {
+        return Ok(None);
+    };
+    Ok(bytes.get(slot)?.map(|v| v.value().to_vec()))
+}
+
+/// Moves a store whose blocks are keyed by CID ([`OLD_BLOCKS`], [`OLD_LINKED`]) to slots in
+/// write order and the CID index, in the open's transaction: a crash leaves the old layout.
+fn migrate_cid_keyed_blocks(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    use redb::TableHandle;
+    let old_exists = txn
+        .list_tables()
+        .map_err(StoreError::db)?
+        .any(|t| t.name() == OLD_BLOCKS.name());
+    if !old_exists {
+        return Ok(());
+    }
+    let started = std::time::Instant::now();
+    let mut moved = 0u64;
+    {
+        let old = txn.open_table(OLD_BLOCKS)?;
+        let old_linked = txn.open_table(OLD_LINKED)?;
+        let mut cids = txn.open_table(CIDS)?;
+        let mut bytes = txn.open_table(BLOCK_BYTES)?;
+        let first = next_slot(&bytes)?;
+        for (slot, entry) in (first..).zip(old.iter()?) {
+            let (cid, block) = entry?;
+            let linked = old_linked.get(cid.value())?.map(|v| v.value());
+            bytes.insert(slot, block.value())?;
+            cids.insert(cid.value(), (slot, linked))?;
+            moved += 1;
+            if moved % 100_000 == 0 {
+                tracing::info!(blocks = moved, "store: moving blocks to the write-order layout");
+            }
+        }
+    }
+    txn.delete_table(OLD_BLOCKS).map_err(StoreError::db)?;
+    txn.delete_table(OLD_LINKED).map_err(StoreError::db)?;
+    tracing::info!(
+        blocks = moved,
+        secs = started.elapsed().as_secs_f64(),
+        "store: blocks moved to the write-order layout"
+    );
+    Ok(())
+}
+
+/// The slot the next new block takes: one past the last.
+fn next_slot(bytes: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, StoreError> {
+    Ok(bytes.last()?.map_or(0, |(k, _)| k.value() + 1))
+}
+
 /// Moves the single head per source of an older store into the heads table.
 fn migrate_old_heads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     use redb::TableHandle;
@@ -288,14 +354,14 @@ fn migrate_old_heads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     let mut rows = Vec::new();
     {
         let old = txn.open_table(OLD_HEADS)?;
-        let blocks = txn.open_table(BLOCKS)?;
+        let cids = txn.open_table(CIDS)?;
+        let bytes = txn.open_table(BLOCK_BYTES)?;
         for entry in old.iter()? {
             let (k, v) = entry?;
             let (topic, source) = k.value();
             let (seq, cid) = v.value();
-            let time = blocks
-                .get(cid)?
-                .and_then(|b| Reading::decode(b.value()).ok())
+            let time = read_block(&cids, &bytes, cid)?
+                .and_then(|b| Reading::decode(&b).ok())
                 .map_or(0, |r| r.time);
             rows.push((
                 topic.to_string(),
@@ -346,13 +412,14 @@ impl Store {
     fn with_db(db: Database, path: Option<std::path::PathBuf>) -> Result<Store, StoreError> {
         let txn = db.begin_write()?;
         {
-            txn.open_table(BLOCKS)?;
+            txn.open_table(BLOCK_BYTES)?;
+            txn.open_table(CIDS)?;
             txn.open_table(HEADS)?;
-            txn.open_table(LINKED)?;
             txn.open_table(BY_TIME)?;
             txn.open_table(PENDING)?;
             txn.open_table(HOLES)?;
             txn.open_table(CHILDREN)?;
+            migrate_cid_keyed_blocks(&txn)?;
             migrate_old_heads(&txn)?;
         }
         txn.commit()?;
@@ -398,23 +465,26 @@ impl Store {
     /// The bytes of a block, if present.
     pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
-        let t = txn.open_table(BLOCKS)?;
-        Ok(t.get(cid.to_bytes().as_slice())?
-            .map(|v| v.value().to_vec()))
+        read_block(
+            &txn.open_table(CIDS)?,
+            &txn.open_table(BLOCK_BYTES)?,
+            &cid.to_bytes(),
+        )
     }
 
     /// Whether a block is present.
     pub fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
-        let t = txn.open_table(BLOCKS)?;
+        let t = txn.open_table(CIDS)?;
         Ok(t.get(cid.to_bytes().as_slice())?.is_some())
     }
 
     /// Whether a reading's chain is complete in this store.
     pub fn is_linked(&self, cid: &Cid) -> Result<bool, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
-        let t = txn.open_table(LINKED)?;
-        Ok(t.get(cid.to_bytes().as_slice())?.is_some())
+        let t = txn.open_table(CIDS)?;
+        Ok(t.get(cid.to_bytes().as_slice())?
+            .is_some_and(|v| v.value().1.is_some()))
     }
 
     /// The heads of one source, greatest first (see [`Head::order_key`]).
@@ -478,7 +548,8 @@ impl Store {
         use std::ops::Bound;
         let txn = self.shared.get()?.begin_read()?;
         let idx = txn.open_table(BY_TIME)?;
-        let blocks = txn.open_table(BLOCKS)?;
+        let cids = txn.open_table(CIDS)?;
+        let bytes = txn.open_table(BLOCK_BYTES)?;
         let mut out = Vec::new();
         let start: Bound<(&str, u64, &[u8])> = match after {
             Some((t, c)) if t >= since_ms => Bound::Excluded((topic, t, c)),
@@ -495,10 +566,13 @@ impl Store {
             }
             let (k, _) = entry?;
             let (_, _, cid_bytes) = k.value();
-            let (Ok(cid), Some(bytes)) = (Cid::try_from(cid_bytes), blocks.get(cid_bytes)?) else {
+            let (Ok(cid), Some(block)) = (
+                Cid::try_from(cid_bytes),
+                read_block(&cids, &bytes, cid_bytes)?,
+            ) else {
                 continue;
             };
-            if let Ok(reading) = Reading::decode(bytes.value()) {
+            if let Ok(reading) = Reading::decode(&block) {
                 out.push(StoredReading { cid, reading });
             }
         }
@@ -520,23 +594,24 @@ impl Store {
         max: usize,
     ) -> Result<Walk, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
-        let blocks = txn.open_table(BLOCKS)?;
+        let cids = txn.open_table(CIDS)?;
+        let bytes = txn.open_table(BLOCK_BYTES)?;
         let mut out = Vec::new();
         let mut next = *from;
         let end = loop {
             if out.len() >= max {
                 break WalkEnd::Limit;
             }
-            let Some(bytes) = blocks.get(next.to_bytes().as_slice())? else {
+            let Some(block) = read_block(&cids, &bytes, &next.to_bytes())? else {
                 break WalkEnd::Missing;
             };
-            let Ok(r) = Reading::decode(bytes.value()) else {
+            let Ok(r) = Reading::decode(&block) else {
                 break WalkEnd::Missing;
             };
             if r.seq <= stop_seq || r.time < min_time {
                 break WalkEnd::Done;
             }
-            out.push(bytes.value().to_vec());
+            out.push(block);
             match r.prev {
                 Some(p) => next = p,
                 None => break WalkEnd::Done,
@@ -549,14 +624,18 @@ impl Store {
     pub fn pending(&self) -> Result<Vec<StoredReading>, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
         let pending = txn.open_table(PENDING)?;
-        let blocks = txn.open_table(BLOCKS)?;
+        let cids = txn.open_table(CIDS)?;
+        let bytes = txn.open_table(BLOCK_BYTES)?;
         let mut out = Vec::new();
         for entry in pending.iter()? {
             let (k, _) = entry?;
-            let (Ok(cid), Some(bytes)) = (Cid::try_from(k.value()), blocks.get(k.value())?) else {
+            let (Ok(cid), Some(block)) = (
+                Cid::try_from(k.value()),
+                read_block(&cids, &bytes, k.value())?,
+            ) else {
                 continue;
             };
-            if let Ok(reading) = Reading::decode(bytes.value()) {
+            if let Ok(reading) = Reading::decode(&block) {
                 out.push(StoredReading { cid, reading });
             }
         }
@@ -611,7 +690,7 @@ impl Store {
     /// Block count and indexed bytes.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let txn = self.shared.get()?.begin_read()?;
-        let blocks = txn.open_table(BLOCKS)?.len()?;
+        let blocks = txn.open_table(CIDS)?.len()?;
         let stats = txn.open_table(BY_TIME)?.stats()?;
         Ok(StoreStats {
             blocks,

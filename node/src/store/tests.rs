@@ -180,7 +180,7 @@ fn a_store_with_the_old_single_head_table_is_migrated() {
         let db = Database::create(&path).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut blocks = txn.open_table(BLOCKS).unwrap();
+            let mut blocks = txn.open_table(OLD_BLOCKS).unwrap();
             blocks
                 .insert(cid.to_bytes().as_slice(), bytes.as_slice())
                 .unwrap();
@@ -241,6 +241,9 @@ async fn the_log_is_applied_at_open_and_applying_it_twice_changes_nothing() {
             .collect();
         assert_eq!(seqs, (1..=5).collect::<Vec<_>>());
         assert!(cids.iter().all(|c| store.is_linked(c).unwrap()));
+        let txn = store.shared.get().unwrap().begin_read().unwrap();
+        let copies = txn.open_table(BLOCK_BYTES).unwrap().len().unwrap();
+        assert_eq!(copies, 5, "a block applied again keeps its one copy");
     };
     // The log again on top of the store that holds its batches already.
     std::fs::write(&log, &logged).unwrap();
@@ -255,4 +258,96 @@ async fn the_log_is_applied_at_open_and_applying_it_twice_changes_nothing() {
     std::fs::write(&log, &logged).unwrap();
     let store = Store::open(&path).unwrap();
     check(&store);
+}
+
+/// A store written before blocks were kept in write order (blocks and linked marks keyed by
+/// CID) opens with every block, mark, head and history entry, and new blocks follow it.
+#[tokio::test]
+async fn a_store_with_blocks_keyed_by_cid_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.redb");
+    let mut prev = None;
+    let mut chain = Vec::new();
+    for seq in 1..=3 {
+        let r = reading(seq, prev);
+        prev = Some(r.encode().0);
+        chain.push(r);
+    }
+    // Stored but never linked: its parent (seq 9) never came.
+    let waiting = reading(10, Some(reading(9, None).encode().0));
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut blocks = txn.open_table(OLD_BLOCKS).unwrap();
+            let mut linked = txn.open_table(OLD_LINKED).unwrap();
+            let mut by_time = txn.open_table(BY_TIME).unwrap();
+            let mut heads = txn.open_table(HEADS).unwrap();
+            for r in chain.iter().chain([&waiting]) {
+                let (cid, bytes) = r.encode();
+                blocks
+                    .insert(cid.to_bytes().as_slice(), bytes.as_slice())
+                    .unwrap();
+            }
+            for r in &chain {
+                let (cid, bytes) = r.encode();
+                let key = cid.to_bytes();
+                linked.insert(key.as_slice(), r.seq).unwrap();
+                by_time
+                    .insert(("humidity", r.time, key.as_slice()), bytes.len() as u64)
+                    .unwrap();
+            }
+            let (top, _) = chain[2].encode();
+            heads
+                .insert(
+                    ("humidity", "h1", top.to_bytes().as_slice()),
+                    (3, chain[2].time),
+                )
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    for r in &chain {
+        let (cid, bytes) = r.encode();
+        assert_eq!(store.get(&cid).unwrap(), Some(bytes), "seq {}", r.seq);
+        assert!(store.is_linked(&cid).unwrap(), "seq {} stays linked", r.seq);
+    }
+    let (waiting_cid, waiting_bytes) = waiting.encode();
+    assert_eq!(store.get(&waiting_cid).unwrap(), Some(waiting_bytes));
+    assert!(store.has(&waiting_cid).unwrap());
+    assert!(
+        !store.is_linked(&waiting_cid).unwrap(),
+        "an unlinked block stays unlinked"
+    );
+    let walk = store.chain(&chain[2].encode().0, 0, 0, 100).unwrap();
+    assert_eq!((walk.blocks.len(), walk.end), (3, WalkEnd::Done));
+    let seqs: Vec<u64> = store
+        .history("humidity", 0, 100)
+        .unwrap()
+        .iter()
+        .map(|h| h.reading.seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    // A new reading follows the migrated head, in the slot after the moved blocks.
+    let (c4, batch) = linked_batch(&reading(4, Some(chain[2].encode().0)));
+    store.write(batch).await.unwrap();
+    assert_eq!(store.head("humidity", "h1").unwrap().unwrap().cid, c4);
+    assert_eq!(store.stats().unwrap().blocks, 5);
+    {
+        use redb::TableHandle;
+        let txn = store.shared.get().unwrap().begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n == "blocks" || n == "linked"),
+            "the old tables are gone: {names:?}"
+        );
+        let bytes = txn.open_table(BLOCK_BYTES).unwrap();
+        assert_eq!(next_slot(&bytes).unwrap(), 5, "slots 0..=3 moved, 4 new");
+    }
+    store.shutdown();
 }

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::wal::Wal;
-use super::{Hole, Shared, StoreError, BLOCKS, BY_TIME, CHILDREN, HEADS, HOLES, LINKED, PENDING};
+use super::{
+    next_slot, Hole, Shared, StoreError, BLOCK_BYTES, BY_TIME, CHILDREN, CIDS, HEADS, HOLES,
+    PENDING,
+};
 use crate::reading::Reading;
 
 /// Most batches folded into one transaction; bounds the latency of the first caller.
@@ -283,13 +286,14 @@ fn commit(db: &Database, batches: &[&Batch], durability: Durability) -> Result<(
     let mut txn = db.begin_write()?;
     txn.set_durability(durability).map_err(StoreError::db)?;
     {
-        let mut blocks = txn.open_table(BLOCKS)?;
+        let mut bytes = txn.open_table(BLOCK_BYTES)?;
+        let mut cids = txn.open_table(CIDS)?;
         let mut heads = txn.open_table(HEADS)?;
-        let mut linked = txn.open_table(LINKED)?;
         let mut by_time = txn.open_table(BY_TIME)?;
         let mut pending = txn.open_table(PENDING)?;
         let mut holes = txn.open_table(HOLES)?;
         let mut children = txn.open_table(CHILDREN)?;
+        let mut slot = next_slot(&bytes)?;
         for b in batches {
             for h in &b.holes {
                 holes.insert(
@@ -300,8 +304,20 @@ fn commit(db: &Database, batches: &[&Batch], durability: Durability) -> Result<(
             for cid in &b.closed_holes {
                 holes.remove(cid.to_bytes().as_slice())?;
             }
-            for (cid, bytes) in &b.blocks {
-                blocks.insert(cid.to_bytes().as_slice(), bytes.as_slice())?;
+            // A reading linked in the batch that stores it gets its mark with its block: one
+            // index insert instead of two.
+            let linked_here: std::collections::HashMap<&Cid, u64> =
+                b.linked.iter().map(|(cid, r, _)| (cid, r.seq)).collect();
+            for (cid, block) in &b.blocks {
+                let key = cid.to_bytes();
+                // A block already here keeps its slot (a second put, or the log applied again
+                // at open).
+                if cids.get(key.as_slice())?.is_some() {
+                    continue;
+                }
+                bytes.insert(slot, block.as_slice())?;
+                cids.insert(key.as_slice(), (slot, linked_here.get(cid).copied()))?;
+                slot += 1;
             }
             for cid in &b.pending {
                 pending.insert(cid.to_bytes().as_slice(), ())?;
@@ -311,7 +327,10 @@ fn commit(db: &Database, batches: &[&Batch], durability: Durability) -> Result<(
                 pending.remove(key.as_slice())?;
                 // However it arrived, a linked block is no longer a hole.
                 holes.remove(key.as_slice())?;
-                linked.insert(key.as_slice(), r.seq)?;
+                let entry = cids.get(key.as_slice())?.map(|v| v.value());
+                if let Some((at, None)) = entry {
+                    cids.insert(key.as_slice(), (at, Some(r.seq)))?;
+                }
                 by_time.insert((r.topic.as_str(), r.time, key.as_slice()), *size)?;
                 // Its parents stop being heads; it becomes one unless a linked reading already
                 // names it (a hole filled late, below readings linked past it). Only a parent
@@ -321,7 +340,10 @@ fn commit(db: &Database, batches: &[&Batch], durability: Durability) -> Result<(
                 for p in r.parents() {
                     let p = p.to_bytes();
                     heads.remove((r.topic.as_str(), r.source.as_str(), p.as_slice()))?;
-                    if linked.get(p.as_slice())?.is_none() {
+                    let parent_linked = cids
+                        .get(p.as_slice())?
+                        .is_some_and(|v| v.value().1.is_some());
+                    if !parent_linked {
                         children.insert(p.as_slice(), ())?;
                     }
                 }
@@ -344,11 +366,17 @@ fn commit(db: &Database, batches: &[&Batch], durability: Durability) -> Result<(
             for (topic, time, cid) in &b.expire {
                 let key = cid.to_bytes();
                 by_time.remove((topic.as_str(), *time, key.as_slice()))?;
-                linked.remove(key.as_slice())?;
                 children.remove(key.as_slice())?;
-                // Heads keep their block so a quiet source still has its place in the chain.
-                if !head_cids.contains(&key) {
-                    blocks.remove(key.as_slice())?;
+                let Some((at, _)) = cids.get(key.as_slice())?.map(|v| v.value()) else {
+                    continue;
+                };
+                // Heads keep their block (no longer linked) so a quiet source still has its
+                // place in the chain.
+                if head_cids.contains(&key) {
+                    cids.insert(key.as_slice(), (at, None))?;
+                } else {
+                    cids.remove(key.as_slice())?;
+                    bytes.remove(at)?;
                 }
             }
         }
