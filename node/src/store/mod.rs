@@ -322,7 +322,10 @@ fn migrate_cid_keyed_blocks(txn: &redb::WriteTransaction) -> Result<(), StoreErr
             cids.insert(cid.value(), (slot, linked))?;
             moved += 1;
             if moved % 100_000 == 0 {
-                tracing::info!(blocks = moved, "store: moving blocks to the write-order layout");
+                tracing::info!(
+                    blocks = moved,
+                    "store: moving blocks to the write-order layout"
+                );
             }
         }
     }
