@@ -109,7 +109,7 @@ impl StoreError {
     pub fn needs_reopen(&self) -> bool {
         matches!(
             self,
-            StoreError::DiskFull | StoreError::Io(_) | StoreError::Db(_)
+            StoreError::DiskFull | StoreError::Io(_) | StoreError::Db(_) | StoreError::Reopening
         )
     }
 }
@@ -128,8 +128,9 @@ impl From<redb::StorageError> for StoreError {
     fn from(e: redb::StorageError) -> Self {
         match e {
             redb::StorageError::Io(io) => io.into(),
-            redb::StorageError::PreviousIo => {
-                StoreError::Io("an earlier write failed on this handle".into())
+            // The handle saw an I/O error (or was closed for it): the writer is replacing it.
+            redb::StorageError::PreviousIo | redb::StorageError::DatabaseClosed => {
+                StoreError::Reopening
             }
             other => StoreError::db(other),
         }
@@ -214,14 +215,45 @@ pub(crate) struct Shared {
     commits: prometheus_client::metrics::counter::Counter,
 }
 
+/// A read transaction and the handle it reads, kept alive together: a reopen waits for the
+/// handle's last holder, so it never closes the file under a read still running.
+struct Snapshot {
+    // Declared first: dropped before the handle.
+    txn: redb::ReadTransaction,
+    _db: Arc<Database>,
+}
+
+impl std::ops::Deref for Snapshot {
+    type Target = redb::ReadTransaction;
+
+    fn deref(&self) -> &redb::ReadTransaction {
+        &self.txn
+    }
+}
+
 impl Shared {
     fn get(&self) -> Result<Arc<Database>, StoreError> {
         let guard = self.db.read().unwrap_or_else(|e| e.into_inner());
         guard.clone().ok_or(StoreError::Reopening)
     }
 
-    /// Drops the handle (once no reader holds it) and opens the file again.
-    fn reopen(&self) -> Result<Arc<Database>, StoreError> {
+    /// A read transaction on the current handle.
+    fn read(&self) -> Result<Snapshot, StoreError> {
+        let db = self.get()?;
+        Ok(Snapshot {
+            txn: db.begin_read()?,
+            _db: db,
+        })
+    }
+
+    /// Drops the handle (once no reader holds it), opens the file again and runs `prepare` on
+    /// the new handle (the write-ahead log applied again) before readers get it: they wait for
+    /// the lock meanwhile instead of reading a store without the log's batches. Should
+    /// `prepare` fail, the new handle serves reads all the same and the error is returned.
+    fn reopen(
+        &self,
+        prepare: impl FnOnce(&Database) -> Result<(), StoreError>,
+    ) -> Result<Arc<Database>, StoreError> {
         let Some(path) = &self.path else {
             return self.get();
         };
@@ -235,9 +267,10 @@ impl Shared {
             drop(old);
         }
         let db = Arc::new(open_db(path)?);
+        let prepared = prepare(&db);
         *guard = Some(db.clone());
         tracing::info!(path = %path.display(), "block store reopened after a disk error");
-        Ok(db)
+        prepared.map(|()| db)
     }
 }
 
@@ -467,7 +500,7 @@ impl Store {
 
     /// The bytes of a block, if present.
     pub fn get(&self, cid: &Cid) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         read_block(
             &txn.open_table(CIDS)?,
             &txn.open_table(BLOCK_BYTES)?,
@@ -477,14 +510,14 @@ impl Store {
 
     /// Whether a block is present.
     pub fn has(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let t = txn.open_table(CIDS)?;
         Ok(t.get(cid.to_bytes().as_slice())?.is_some())
     }
 
     /// Whether a reading's chain is complete in this store.
     pub fn is_linked(&self, cid: &Cid) -> Result<bool, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let t = txn.open_table(CIDS)?;
         Ok(t.get(cid.to_bytes().as_slice())?
             .is_some_and(|v| v.value().1.is_some()))
@@ -492,7 +525,7 @@ impl Store {
 
     /// The heads of one source, greatest first (see [`Head::order_key`]).
     pub fn heads_of(&self, topic: &str, source: &str) -> Result<Vec<Head>, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let t = txn.open_table(HEADS)?;
         let start: (&str, &str, &[u8]) = (topic, source, &[]);
         let end: (&str, &str, &[u8]) = (topic, source, &[0xff; 80]);
@@ -513,7 +546,7 @@ impl Store {
     /// Heads of every source on the given topics (all topics when empty), by topic, source
     /// and CID.
     pub fn heads(&self, topics: &[String]) -> Result<Vec<Head>, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let t = txn.open_table(HEADS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -549,7 +582,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredReading>, StoreError> {
         use std::ops::Bound;
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let idx = txn.open_table(BY_TIME)?;
         let cids = txn.open_table(CIDS)?;
         let bytes = txn.open_table(BLOCK_BYTES)?;
@@ -596,7 +629,7 @@ impl Store {
         min_time: u64,
         max: usize,
     ) -> Result<Walk, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let cids = txn.open_table(CIDS)?;
         let bytes = txn.open_table(BLOCK_BYTES)?;
         let mut out = Vec::new();
@@ -625,7 +658,7 @@ impl Store {
 
     /// Readings stored but not yet linked (to resume their catch-up after a restart).
     pub fn pending(&self) -> Result<Vec<StoredReading>, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let pending = txn.open_table(PENDING)?;
         let cids = txn.open_table(CIDS)?;
         let bytes = txn.open_table(BLOCK_BYTES)?;
@@ -647,7 +680,7 @@ impl Store {
 
     /// Up to `limit` holes, in CID order.
     pub fn holes(&self, limit: usize) -> Result<Vec<Hole>, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let t = txn.open_table(HOLES)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -672,7 +705,7 @@ impl Store {
     pub fn hole_counts(
         &self,
     ) -> Result<std::collections::HashMap<(String, String), u64>, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let t = txn.open_table(HOLES)?;
         let mut out = std::collections::HashMap::new();
         for entry in t.iter()? {
@@ -686,13 +719,13 @@ impl Store {
 
     /// Number of holes.
     pub fn hole_count(&self) -> Result<u64, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         Ok(txn.open_table(HOLES)?.len()?)
     }
 
     /// Block count and indexed bytes.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let blocks = txn.open_table(CIDS)?.len()?;
         let stats = txn.open_table(BY_TIME)?.stats()?;
         Ok(StoreStats {
@@ -708,7 +741,7 @@ impl Store {
         before_ms: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Cid)>, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let idx = txn.open_table(BY_TIME)?;
         let start: (&str, u64, &[u8]) = (topic, 0, &[]);
         let end: (&str, u64, &[u8]) = (topic, before_ms, &[]);
@@ -728,7 +761,7 @@ impl Store {
 
     /// Bytes of a topic's indexed readings.
     pub fn topic_bytes(&self, topic: &str) -> Result<u64, StoreError> {
-        let txn = self.shared.get()?.begin_read()?;
+        let txn = self.shared.read()?;
         let idx = txn.open_table(BY_TIME)?;
         let start: (&str, u64, &[u8]) = (topic, 0, &[]);
         let end: (&str, u64, &[u8]) = (topic, u64::MAX, &[0xff; 64]);

@@ -351,3 +351,44 @@ async fn a_store_with_blocks_keyed_by_cid_is_migrated() {
     }
     store.shutdown();
 }
+
+/// A read that runs while the writer replaces the handle after a disk error (a full disk)
+/// finishes on the old handle or starts on the new one: it never sees the old one closed
+/// under it ("Database has been closed" made a publish fail with a 500 in CI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_during_a_reopen_never_see_the_handle_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blocks.redb");
+    let store = Store::open(&path).unwrap();
+    let mut prev = None;
+    // Enough blocks that a walk reads pages a fresh handle has not cached.
+    let mut batch = Batch::default();
+    for seq in 1..=3_000 {
+        let (cid, one) = linked_batch(&reading(seq, prev));
+        batch.blocks.extend(one.blocks);
+        batch.linked.extend(one.linked);
+        prev = Some(cid);
+    }
+    store.write(batch).await.unwrap();
+    let top = prev.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let walk = store.chain(&top, 0, 0, 3_000).unwrap();
+                assert_eq!(walk.blocks.len(), 3_000);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for _ in 0..200 {
+        store.shared.reopen(|_| Ok(())).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader.join().expect("no read failed");
+    assert!(reads > 0);
+    store.shutdown();
+}

@@ -168,7 +168,10 @@ fn run(shared: Arc<Shared>, mut wal: Option<Wal>, rx: mpsc::Receiver<Option<Job>
         } else {
             shared.get()
         } {
-            Ok(db) => db,
+            Ok(db) => {
+                needs_reopen = false;
+                db
+            }
             Err(e) => {
                 for (_, done) in group {
                     let _ = done.send(Err(e.clone()));
@@ -179,8 +182,7 @@ fn run(shared: Arc<Shared>, mut wal: Option<Wal>, rx: mpsc::Receiver<Option<Job>
         let batches: Vec<&Batch> = group.iter().map(|(b, _)| b).collect();
         let result = apply(&db, wal.as_mut(), &batches);
         drop(db);
-        // After an I/O error redb refuses this handle: open a fresh one before the next write.
-        needs_reopen = result.as_ref().is_err_and(StoreError::needs_reopen);
+        let failed = result.as_ref().is_err_and(StoreError::needs_reopen);
         match result {
             Ok(()) => {
                 shared.commits.inc();
@@ -193,6 +195,11 @@ fn run(shared: Arc<Shared>, mut wal: Option<Wal>, rx: mpsc::Receiver<Option<Job>
                     let _ = done.send(Err(e.clone()));
                 }
             }
+        }
+        // After an I/O error redb refuses this handle, reads included: open a fresh one now,
+        // not at the next write (readers meanwhile hear the store is reopening: a 503 to retry).
+        if failed {
+            needs_reopen = reopen(&shared, &mut wal).is_err();
         }
         if wal.as_ref().is_some_and(Wal::due) {
             checkpoint(&shared, &mut wal, &mut needs_reopen);
@@ -257,11 +264,17 @@ fn durable_commit(db: &Database) -> Result<(), StoreError> {
 /// A fresh redb handle after an I/O error, with the log applied to it again: what the old
 /// handle held only in non-durable commits is in the log.
 fn reopen(shared: &Shared, wal: &mut Option<Wal>) -> Result<Arc<Database>, StoreError> {
-    let db = shared.reopen()?;
-    if let (Some(_), Some(path)) = (wal.as_ref(), shared.path.as_deref()) {
-        let (fresh, batches) = Wal::open(path)?;
-        replay(&db, &batches)?;
-        *wal = Some(fresh);
+    let mut fresh = None;
+    let db = shared.reopen(|db| {
+        if let (Some(_), Some(path)) = (wal.as_ref(), shared.path.as_deref()) {
+            let (log, batches) = Wal::open(path)?;
+            replay(db, &batches)?;
+            fresh = Some(log);
+        }
+        Ok(())
+    })?;
+    if let Some(log) = fresh {
+        *wal = Some(log);
     }
     Ok(db)
 }
