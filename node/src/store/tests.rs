@@ -78,6 +78,33 @@ async fn write_reopen_history_chain_and_expire() {
     assert_eq!(store.history("humidity", 0, 100).unwrap().len(), 7);
     assert!(!store.has(&cids[0]).unwrap());
     assert_eq!(store.stats().unwrap().blocks, 7);
+
+    // Everything past retention: the head keeps its block (no longer linked or listed), the
+    // rest go with their bytes.
+    let expire = store
+        .expired("humidity", u64::MAX, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(t, c)| ("humidity".to_string(), t, c))
+        .collect();
+    store
+        .write(Batch {
+            expire,
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    assert!(store.history("humidity", 0, 100).unwrap().is_empty());
+    assert!(
+        store.get(&cids[9]).unwrap().is_some(),
+        "the head's block stays"
+    );
+    assert!(!store.is_linked(&cids[9]).unwrap());
+    assert!(!store.has(&cids[8]).unwrap());
+    assert_eq!(store.stats().unwrap().blocks, 1);
+    let txn = store.shared.read().unwrap();
+    let bytes = txn.open_table(BLOCK_BYTES).unwrap().len().unwrap();
+    assert_eq!(bytes, 1, "no bytes left behind by an expired block");
 }
 
 #[tokio::test]
