@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cid::Cid;
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+};
 
 use crate::reading::Reading;
 pub use writer::{Batch, Committed};
@@ -329,15 +331,18 @@ fn read_block(
     Ok(bytes.get(slot)?.map(|v| v.value().to_vec()))
 }
 
+/// Whether the store has a table of this name (one of an older layout, to migrate).
+fn has_table(txn: &redb::WriteTransaction, table: impl TableHandle) -> Result<bool, StoreError> {
+    Ok(txn
+        .list_tables()
+        .map_err(StoreError::db)?
+        .any(|t| t.name() == table.name()))
+}
+
 /// Moves a store whose blocks are keyed by CID ([`OLD_BLOCKS`], [`OLD_LINKED`]) to slots in
 /// write order and the CID index, in the open's transaction: a crash leaves the old layout.
 fn migrate_cid_keyed_blocks(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    use redb::TableHandle;
-    let old_exists = txn
-        .list_tables()
-        .map_err(StoreError::db)?
-        .any(|t| t.name() == OLD_BLOCKS.name());
-    if !old_exists {
+    if !has_table(txn, OLD_BLOCKS)? {
         return Ok(());
     }
     let started = std::time::Instant::now();
@@ -379,12 +384,7 @@ fn next_slot(bytes: &impl ReadableTable<u64, &'static [u8]>) -> Result<u64, Stor
 
 /// Moves the single head per source of an older store into the heads table.
 fn migrate_old_heads(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    use redb::TableHandle;
-    let old_exists = txn
-        .list_tables()
-        .map_err(StoreError::db)?
-        .any(|t| t.name() == OLD_HEADS.name());
-    if !old_exists {
+    if !has_table(txn, OLD_HEADS)? {
         return Ok(());
     }
     let mut rows = Vec::new();

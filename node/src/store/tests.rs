@@ -30,6 +30,25 @@ pub(crate) fn linked_batch(r: &Reading) -> (Cid, Batch) {
     )
 }
 
+/// Expires the humidity readings older than `before_ms`, as retention does; how many.
+async fn expire_before(store: &Store, before_ms: u64) -> usize {
+    let expire: Vec<_> = store
+        .expired("humidity", before_ms, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(t, c)| ("humidity".to_string(), t, c))
+        .collect();
+    let n = expire.len();
+    store
+        .write(Batch {
+            expire,
+            ..Batch::default()
+        })
+        .await
+        .unwrap();
+    n
+}
+
 #[tokio::test]
 async fn write_reopen_history_chain_and_expire() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,38 +81,14 @@ async fn write_reopen_history_chain_and_expire() {
     assert!(crate::reading::verify_cid(&cids[9], &walk.blocks[0]));
     assert!(store.is_linked(&cids[3]).unwrap());
 
-    let old = store.expired("humidity", 1_004, 100).unwrap();
-    assert_eq!(old.len(), 3);
-    let expire = old
-        .into_iter()
-        .map(|(t, c)| ("humidity".to_string(), t, c))
-        .collect();
-    store
-        .write(Batch {
-            expire,
-            ..Batch::default()
-        })
-        .await
-        .unwrap();
+    assert_eq!(expire_before(&store, 1_004).await, 3);
     assert_eq!(store.history("humidity", 0, 100).unwrap().len(), 7);
     assert!(!store.has(&cids[0]).unwrap());
     assert_eq!(store.stats().unwrap().blocks, 7);
 
     // Everything past retention: the head keeps its block (no longer linked or listed), the
     // rest go with their bytes.
-    let expire = store
-        .expired("humidity", u64::MAX, 100)
-        .unwrap()
-        .into_iter()
-        .map(|(t, c)| ("humidity".to_string(), t, c))
-        .collect();
-    store
-        .write(Batch {
-            expire,
-            ..Batch::default()
-        })
-        .await
-        .unwrap();
+    assert_eq!(expire_before(&store, u64::MAX).await, 7);
     assert!(store.history("humidity", 0, 100).unwrap().is_empty());
     assert!(
         store.get(&cids[9]).unwrap().is_some(),
@@ -268,7 +263,7 @@ async fn the_log_is_applied_at_open_and_applying_it_twice_changes_nothing() {
             .collect();
         assert_eq!(seqs, (1..=5).collect::<Vec<_>>());
         assert!(cids.iter().all(|c| store.is_linked(c).unwrap()));
-        let txn = store.shared.get().unwrap().begin_read().unwrap();
+        let txn = store.shared.read().unwrap();
         let copies = txn.open_table(BLOCK_BYTES).unwrap().len().unwrap();
         assert_eq!(copies, 5, "a block applied again keeps its one copy");
     };
@@ -362,8 +357,7 @@ async fn a_store_with_blocks_keyed_by_cid_is_migrated() {
     assert_eq!(store.head("humidity", "h1").unwrap().unwrap().cid, c4);
     assert_eq!(store.stats().unwrap().blocks, 5);
     {
-        use redb::TableHandle;
-        let txn = store.shared.get().unwrap().begin_read().unwrap();
+        let txn = store.shared.read().unwrap();
         let names: Vec<String> = txn
             .list_tables()
             .unwrap()
